@@ -1,0 +1,1 @@
+"""Real-time credit-card fraud scoring service."""

@@ -1,0 +1,1 @@
+"""HTTP routes: scoring and model info under /v1 (API key), health and metrics (open)."""

@@ -1,0 +1,34 @@
+"""GET /health (readiness), /health/live (liveness) and /metrics: open, for machines."""
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from app import metrics
+from app.errors import json_response
+from app.schemas import Health, Liveness
+
+router = APIRouter(tags=["operations"])
+
+_HEALTHY = {"status": "healthy", "model_loaded": True}
+_UNHEALTHY = {"status": "unhealthy", "model_loaded": False}
+
+
+@router.get("/health", response_model=Health, responses={503: {"model": Health}})
+async def readiness(request: Request) -> Response:
+    """200 while a model is loaded; 503 otherwise, so the load balancer sends traffic elsewhere."""
+    if request.app.state.scorer is None:
+        return json_response(_UNHEALTHY, 503)
+    return json_response(_HEALTHY)
+
+
+@router.get("/health/live", response_model=Liveness)
+async def liveness() -> Response:
+    """200 while the process serves, model or not: restarting would not bring a model back."""
+    return json_response({"status": "alive"})
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+def prometheus_metrics() -> Response:
+    """Prometheus text, summed over all workers (reads files: a plain def, in the threadpool)."""
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)

@@ -1,0 +1,118 @@
+"""Settings read from the environment (or `.env`), validated once before anything serves."""
+
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from limits import parse_many
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PLACEHOLDER_API_KEY = "replace-me-with-a-random-key-of-32-chars"
+MIN_API_KEY_LENGTH = 16
+MAKE_A_KEY = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+_REDIS_SCHEMES = ("redis://", "rediss://", "redis+unix://", "redis+sentinel://", "redis+cluster://")
+
+
+class Settings(BaseSettings):
+    """The contract's configuration; every field is an environment variable of the same name."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        protected_namespaces=(),
+    )
+
+    api_key: SecretStr
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    fraud_threshold: float = Field(50, ge=0, le=100, allow_inf_nan=False)
+    model_path: Path = Path("model/fraud-model.joblib")
+    model_engine: Literal["auto", "onnx", "sklearn"] = "auto"
+    model_sha256: str = ""
+    model_version: str = Field("1.0.0", min_length=1, max_length=64)
+    app_version: str = Field("1.0.0", min_length=1, max_length=64)
+    max_batch_size: int = Field(1000, ge=1, le=100_000)
+    rate_limit: str = "6000/minute"
+    rate_limit_storage_uri: str = "memory://"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("api_key", "api_keys")
+    @classmethod
+    def _refuse_weak_keys(cls, value: SecretStr | tuple[SecretStr, ...]) -> object:
+        for key in value if isinstance(value, tuple) else (value,):
+            secret = key.get_secret_value()
+            if not secret.strip():
+                raise ValueError(f"must not be empty; make one with: {MAKE_A_KEY}")
+            if secret == PLACEHOLDER_API_KEY:
+                raise ValueError(
+                    f"is the placeholder from .env.example; make one with: {MAKE_A_KEY}"
+                )
+            if len(secret) < MIN_API_KEY_LENGTH:
+                raise ValueError(
+                    f"must be at least {MIN_API_KEY_LENGTH} characters; make one with: {MAKE_A_KEY}"
+                )
+        return value
+
+    @field_validator("model_sha256")
+    @classmethod
+    def _hex_digest_or_empty(cls, value: str) -> str:
+        digest = value.strip().lower()
+        if digest and (len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest)):
+            raise ValueError("must be empty or a SHA-256 hex digest (64 hexadecimal characters)")
+        return digest
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _parseable_rate(cls, value: str) -> str:
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError("must look like '6000/minute' (or '100/second;6000/minute')") from None
+        return value
+
+    @field_validator("rate_limit_storage_uri")
+    @classmethod
+    def _known_storage(cls, value: str) -> str:
+        if value != "memory://" and not value.startswith(_REDIS_SCHEMES):
+            raise ValueError("must be memory:// or a redis:// URI")
+        return value
+
+    @property
+    def accepted_keys(self) -> tuple[bytes, ...]:
+        """Every key a client may send: API_KEY first, then the rotation keys of API_KEYS."""
+        keys = (self.api_key, *self.api_keys)
+        return tuple(key.get_secret_value().encode() for key in keys)
+
+
+def describe_error(error: ValidationError) -> str:
+    """One line naming each offending variable, never echoing its value (it may be a secret)."""
+    problems = []
+    for item in error.errors(include_input=False, include_url=False):
+        name = str(item["loc"][0]).upper() if item["loc"] else "configuration"
+        message = "is required" if item["type"] == "missing" else item["msg"]
+        problems.append(f"{name} {message.removeprefix('Value error, ')}")
+    return "configuration error: " + "; ".join(problems)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings()  # type: ignore[call-arg]  # values come from the environment
+
+
+def get_settings_or_exit() -> Settings:
+    """Settings, or a one-line message on stderr and exit status 2 (used before serving)."""
+    try:
+        return get_settings()
+    except ValidationError as error:
+        print(describe_error(error), file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,95 @@
+"""Error types carrying an HTTP status, and the handlers that render each as JSON `detail`."""
+
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+
+class ServiceError(Exception):
+    """An error with an HTTP status and a message that is safe to show to the client."""
+
+    status_code = 500
+    error = "internal_error"
+    detail = "Internal server error"
+
+    def __init__(self, detail: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail or self.detail)
+        self.detail = detail or self.detail
+        self.headers = headers or {}
+
+
+class InvalidApiKey(ServiceError):
+    status_code = 403
+    error = "invalid_api_key"
+    detail = "Missing or invalid API key: send it in the X-API-Key header"
+
+
+class BodyTooLarge(ServiceError):
+    status_code = 413
+    error = "body_too_large"
+
+
+class RateLimited(ServiceError):
+    status_code = 429
+    error = "rate_limited"
+
+
+class ModelUnavailable(ServiceError):
+    status_code = 503
+    error = "model_unavailable"
+    detail = "No model is loaded; the service cannot score until one is"
+
+
+def json_response(
+    payload: Any, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        orjson.dumps(payload),
+        status_code=status_code,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
+def validation_error(error: ValidationError, *prefix: str | int) -> RequestValidationError:
+    """A pydantic error as FastAPI's 422, located under `body` like FastAPI's own."""
+    return RequestValidationError(
+        [{**item, "loc": (*prefix, *item["loc"])} for item in error.errors(include_url=False)]
+    )
+
+
+def _public_error(item: dict[str, Any]) -> dict[str, Any]:
+    # FastAPI echoes each bad `input` (and `ctx` may quote it): that would leak feature values.
+    return {
+        "loc": list(item.get("loc", ())),
+        "msg": item.get("msg", ""),
+        "type": item.get("type", ""),
+    }
+
+
+async def _service_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServiceError)
+    return json_response(
+        {"detail": exc.detail, "error": exc.error}, exc.status_code, headers=exc.headers
+    )
+
+
+async def _validation_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    return json_response({"detail": [_public_error(item) for item in exc.errors()]}, 422)
+
+
+async def _http_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return json_response({"detail": exc.detail}, exc.status_code, headers=exc.headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)

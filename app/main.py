@@ -1,0 +1,103 @@
+"""create_app(settings): lifespan, routers, handlers and middleware; `app` for uvicorn."""
+
+import gc
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from app import metrics
+from app.api import ops, scoring
+from app.config import Settings, get_settings_or_exit
+from app.errors import install_error_handlers
+from app.middleware import RequestContextMiddleware
+from app.model import ModelLoadError, Scorer, load_model
+from app.ratelimit import RateLimiter
+from app.security import KeyRing
+
+log = logging.getLogger("app.main")
+
+
+def load_scorer(settings: Settings) -> Scorer | None:
+    """The configured model, or None (logged once, counted) when it cannot be served."""
+    try:
+        scorer = load_model(
+            settings.model_path,
+            engine=settings.model_engine,
+            expected_sha256=settings.model_sha256,
+            version=settings.model_version,
+            threshold=settings.fraud_threshold,
+        )
+    except ModelLoadError as error:
+        log.error("model not loaded: %s", error, extra={"model_path": str(settings.model_path)})
+        metrics.MODEL_LOAD_FAILURES.inc()
+        metrics.model_state(None, None, None)
+        return None
+    log.info(
+        "model loaded",
+        extra={
+            "engine": scorer.engine.name,
+            "model_version": scorer.version,
+            "artifact_sha256": scorer.sha256,
+            "model_path": str(settings.model_path),
+        },
+    )
+    metrics.model_state(scorer.version, scorer.engine.name, scorer.card.get("holdout_scores"))
+    return scorer
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    metrics.worker_started()
+    app.state.scorer = load_scorer(app.state.settings)
+    # The model's objects live as long as the worker: freezing them keeps the collector's full
+    # passes short, which is where the tail latency went in the prototype (PERF-NOTES).
+    gc.collect()
+    gc.freeze()
+    yield
+    app.state.scorer = None
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings_or_exit()
+    app = FastAPI(
+        title="Fraud scoring service",
+        summary="Scores card transactions for fraud, 0 to 100.",
+        version=settings.app_version,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.scorer = None
+    app.state.key_ring = KeyRing(settings.accepted_keys)
+    app.state.limiter = RateLimiter(settings.rate_limit, settings.rate_limit_storage_uri)
+    install_error_handlers(app)
+    app.include_router(scoring.build_router(settings))
+    app.include_router(ops.router)
+    app.add_middleware(RequestContextMiddleware)
+    app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=app.routes
+        )
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(
+            scoring.request_schemas(settings)
+        )
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def __getattr__(name: str) -> FastAPI:
+    # `uvicorn app.main:app` builds the app on first access, so importing this module (tests,
+    # tools) does not need a configured environment.
+    if name == "app":
+        application = create_app()
+        globals()["app"] = application
+        return application
+    raise AttributeError(name)

@@ -1,0 +1,128 @@
+"""Prometheus collectors, summed over every worker process when PROMETHEUS_MULTIPROC_DIR is set."""
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
+SCORE_BUCKETS = (1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100)
+
+REQUESTS = Counter(
+    "fraud_http_requests_total", "HTTP requests answered.", ["route", "method", "status"]
+)
+LATENCY = Histogram(
+    "fraud_http_request_duration_seconds",
+    "Time from request received to response sent.",
+    ["route", "method", "status"],
+    buckets=LATENCY_BUCKETS,
+)
+PREDICTIONS = Counter("fraud_predictions_total", "Transactions scored.", ["outcome"])
+SCORES = Histogram("fraud_score", "Fraud scores returned (0-100).", buckets=SCORE_BUCKETS)
+OOD_WARNINGS = Counter("fraud_ood_warnings_total", "Transactions scored with ood-warning true.")
+BATCH_SIZE = Histogram(
+    "fraud_batch_transactions", "Transactions per batch request.", buckets=(1, 10, 100, 500, 1000)
+)
+MODEL_LOAD_FAILURES = Counter("fraud_model_load_failures_total", "Model loads that failed.")
+RATE_LIMITED = Counter("fraud_rate_limit_rejections_total", "Requests refused with 429.")
+RATE_LIMIT_ERRORS = Counter(
+    "fraud_rate_limit_storage_errors_total",
+    "Rate-limit checks skipped because the storage (Redis) failed: the service failed open.",
+)
+WORKER_STARTS = Counter("fraud_worker_starts_total", "Worker processes started.")
+MODEL_LOADED = Gauge(
+    "fraud_model_loaded", "1 when every live worker has a model.", multiprocess_mode="livemin"
+)
+MODEL_INFO = Gauge(
+    "fraud_model_info",
+    "The model being served (value 1).",
+    ["model_version", "engine"],
+    multiprocess_mode="livemax",
+)
+BASELINE_MEAN = Gauge(
+    "fraud_score_baseline_mean",
+    "Mean fraud score on the training hold-out (the drift baseline).",
+    multiprocess_mode="livemax",
+)
+BASELINE_STDDEV = Gauge(
+    "fraud_score_baseline_stddev",
+    "Standard deviation of fraud scores on the training hold-out.",
+    multiprocess_mode="livemax",
+)
+
+_FRAUD = PREDICTIONS.labels(outcome="fraud")
+_LEGITIMATE = PREDICTIONS.labels(outcome="legitimate")
+
+
+def observe_request(route: str, method: str, status: int, seconds: float) -> None:
+    REQUESTS.labels(route, method, str(status)).inc()
+    LATENCY.labels(route, method, str(status)).observe(seconds)
+
+
+def observe_verdicts(verdicts: Iterable[Any]) -> None:
+    for verdict in verdicts:
+        (_FRAUD if verdict.is_fraud else _LEGITIMATE).inc()
+        SCORES.observe(verdict.fraud_score)
+        if verdict.ood_warning:
+            OOD_WARNINGS.inc()
+
+
+def model_state(version: str | None, engine: str | None, baseline: dict[str, Any] | None) -> None:
+    """Record what this worker serves (None: no model)."""
+    MODEL_LOADED.set(0 if version is None else 1)
+    if version is not None:
+        MODEL_INFO.labels(version, engine or "none").set(1)
+    if baseline and "mean" in baseline and "std" in baseline:
+        BASELINE_MEAN.set(float(baseline["mean"]))
+        BASELINE_STDDEV.set(float(baseline["std"]))
+
+
+def worker_started() -> None:
+    """Count this worker and drop the live gauges of workers that died (their pids are gone)."""
+    WORKER_STARTS.inc()
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory:
+        return
+    for pid in _dead_pids(Path(directory)):
+        multiprocess.mark_process_dead(pid, directory)
+
+
+def _dead_pids(directory: Path) -> set[int]:
+    pids = set()
+    for path in directory.glob("gauge_live*_*.db"):
+        match = re.search(r"_(\d+)\.db$", path.name)
+        if match and not _alive(int(match.group(1))):
+            pids.add(int(match.group(1)))
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text: a fresh multiprocess registry per scrape, so every worker is summed."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
