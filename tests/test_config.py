@@ -1,0 +1,150 @@
+"""Settings: defaults, the contract's refusals, messages naming the variable and not the value."""
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from app.config import PLACEHOLDER_API_KEY, Settings, describe_error
+from tests.conftest import ROOT
+
+GOOD_KEY = "a-perfectly-good-key-123456"
+
+
+def settings(**values: object) -> Settings:
+    return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+
+
+def refusal(monkeypatch: pytest.MonkeyPatch, **env: str) -> str:
+    for name in ("API_KEY", "API_KEYS", "FRAUD_THRESHOLD"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as caught:
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    return describe_error(caught.value)
+
+
+def test_defaults_match_the_contract() -> None:
+    config = settings(api_key=GOOD_KEY)
+    assert config.api_keys == ()
+    assert config.fraud_threshold == 50
+    assert config.model_path == Path("model/fraud-model.joblib")
+    assert config.model_engine == "auto"
+    assert config.model_sha256 == ""
+    assert config.model_version == "1.0.0"
+    assert config.app_version == "1.0.0"
+    assert config.max_batch_size == 1000
+    assert config.rate_limit == "6000/minute"
+    assert config.rate_limit_storage_uri == "memory://"
+
+
+def test_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_KEY", GOOD_KEY)
+    monkeypatch.setenv("API_KEYS", " second-key-1234567890 , third-key-12345678901,")
+    monkeypatch.setenv("FRAUD_THRESHOLD", "72.5")
+    monkeypatch.setenv("MODEL_ENGINE", "sklearn")
+    config = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert config.fraud_threshold == 72.5
+    assert config.model_engine == "sklearn"
+    assert config.accepted_keys == (
+        GOOD_KEY.encode(),
+        b"second-key-1234567890",
+        b"third-key-12345678901",
+    )
+
+
+def test_reads_a_dotenv_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("API_KEY", raising=False)
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"API_KEY={GOOD_KEY}\nMAX_BATCH_SIZE=7\n")
+    config = Settings(_env_file=env_file)  # type: ignore[call-arg]
+    assert config.api_key.get_secret_value() == GOOD_KEY
+    assert config.max_batch_size == 7
+
+
+def test_missing_api_key_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert refusal(monkeypatch) == "configuration error: API_KEY is required"
+
+
+@pytest.mark.parametrize("threshold", ["-1", "100.5", "150", "abc", "nan", "inf", ""])
+def test_threshold_outside_0_to_100_is_refused(
+    monkeypatch: pytest.MonkeyPatch, threshold: str
+) -> None:
+    message = refusal(monkeypatch, API_KEY=GOOD_KEY, FRAUD_THRESHOLD=threshold)
+    assert message.startswith("configuration error: FRAUD_THRESHOLD")
+
+
+@pytest.mark.parametrize("threshold", ["0", "100", "50", "12.5"])
+def test_threshold_bounds_are_inclusive(threshold: str) -> None:
+    assert settings(api_key=GOOD_KEY, fraud_threshold=threshold).fraud_threshold == float(threshold)
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        ("", "must not be empty"),
+        ("   ", "must not be empty"),
+        ("short-key", "at least 16 characters"),
+        (PLACEHOLDER_API_KEY, "placeholder"),
+    ],
+    ids=["empty", "blank", "short", "placeholder"],
+)
+def test_weak_keys_are_refused_with_a_way_to_make_one(
+    monkeypatch: pytest.MonkeyPatch, key: str, reason: str
+) -> None:
+    message = refusal(monkeypatch, API_KEY=key)
+    assert message.startswith("configuration error: API_KEY")
+    assert reason in message
+    assert "secrets.token_urlsafe" in message
+    if key.strip():
+        assert key not in message
+
+
+def test_weak_rotation_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    message = refusal(monkeypatch, API_KEY=GOOD_KEY, API_KEYS=f"{GOOD_KEY}-2,tiny")
+    assert message.startswith("configuration error: API_KEYS")
+    assert "tiny" not in message
+
+
+def test_placeholder_is_the_one_in_env_example() -> None:
+    assert f"API_KEY={PLACEHOLDER_API_KEY}" in (ROOT / ".env.example").read_text().splitlines()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MODEL_ENGINE", "tensorflow"),
+        ("MAX_BATCH_SIZE", "0"),
+        ("MAX_BATCH_SIZE", "many"),
+        ("MODEL_SHA256", "abc123"),
+        ("RATE_LIMIT", "lots"),
+        ("RATE_LIMIT_STORAGE_URI", "mongodb://db"),
+    ],
+)
+def test_other_invalid_values_are_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    assert refusal(monkeypatch, API_KEY=GOOD_KEY, **{name: value}).startswith(
+        f"configuration error: {name}"
+    )
+
+
+def test_sha256_is_normalised() -> None:
+    assert settings(api_key=GOOD_KEY, model_sha256=" " + "AB" * 32 + " ").model_sha256 == "ab" * 32
+
+
+def test_several_problems_are_reported_on_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    message = refusal(monkeypatch, FRAUD_THRESHOLD="500")
+    assert "\n" not in message
+    assert "API_KEY" in message
+    assert "FRAUD_THRESHOLD" in message
+
+
+def test_env_example_lists_every_setting() -> None:
+    documented = {
+        line.split("=", 1)[0]
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    }
+    assert documented == {name.upper() for name in Settings.model_fields}

@@ -1,0 +1,200 @@
+"""Loading, engine choice and fallback, ONNX ↔ scikit-learn parity, out-of-distribution bounds."""
+
+import hashlib
+import shutil
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.ensemble import RandomForestClassifier
+
+from app import model as model_module
+from app.card import card_path, read_card
+from app.features import N_FEATURES, to_model_input
+from app.model import ModelLoadError, load_model, scores_from_probabilities
+from app.synthetic import generate
+from app.train import read_csv
+from tests.conftest import SAMPLE_CSV
+
+
+def copy_model(model_path: Path, directory: Path, suffix: str = ".joblib") -> Path:
+    target = directory / f"fraud-model{suffix}"
+    shutil.copy(model_path.with_suffix(suffix), target)
+    shutil.copy(card_path(model_path), card_path(target))
+    return target
+
+
+def test_auto_serves_a_joblib_with_onnx(model_path: Path) -> None:
+    scorer = load_model(model_path)
+    assert scorer.engine.name == "onnx"
+    assert scorer.sha256 == hashlib.sha256(model_path.read_bytes()).hexdigest()
+
+
+def test_sklearn_can_be_forced(model_path: Path) -> None:
+    assert load_model(model_path, engine="sklearn").engine.name == "sklearn"
+
+
+def test_onnx_artifact_is_served_by_onnx_runtime(model_path: Path) -> None:
+    scorer = load_model(model_path.with_suffix(".onnx"))
+    assert scorer.engine.name == "onnx"
+    assert scorer.estimator is None  # no pickle on that path
+    assert scorer.card["features"] == read_card(model_path)["features"]
+
+
+def test_onnx_artifact_cannot_be_forced_to_sklearn(model_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="sklearn"):
+        load_model(model_path.with_suffix(".onnx"), engine="sklearn")
+
+
+def test_auto_falls_back_to_sklearn_when_onnx_disagrees(
+    model_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    other_forest = joblib.load(model_path)
+    features, labels = generate(rows=3000, seed=99, fraud_rate=0.3)
+    disagreeing = RandomForestClassifier(n_estimators=5, random_state=1).fit(features, 1 - labels)
+    real_convert = model_module.to_onnx_bytes
+    monkeypatch.setattr(model_module, "to_onnx_bytes", lambda _: real_convert(disagreeing))
+
+    scorer = load_model(model_path)
+
+    assert scorer.engine.name == "sklearn"
+    assert "disagrees" in caplog.text
+    assert other_forest.n_estimators == scorer.estimator.n_estimators
+    with pytest.raises(ModelLoadError, match="disagrees"):
+        load_model(model_path, engine="onnx")
+
+
+def test_auto_falls_back_when_conversion_fails(
+    model_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(_: Any) -> bytes:
+        raise RuntimeError("unsupported")
+
+    monkeypatch.setattr(model_module, "to_onnx_bytes", broken)
+    assert load_model(model_path).engine.name == "sklearn"
+    assert "conversion failed" in caplog.text
+
+
+def parity(model_path: Path, rows: np.ndarray) -> tuple[float, int]:
+    reference = load_model(model_path, engine="sklearn").engine
+    converted = load_model(model_path.with_suffix(".onnx")).engine
+    matrix = to_model_input(rows)
+    expected, actual = reference.fraud_probability(matrix), converted.fraud_probability(matrix)
+    changed = sum(
+        a != b
+        for a, b in zip(
+            scores_from_probabilities(expected), scores_from_probabilities(actual), strict=True
+        )
+    )
+    return float(np.max(np.abs(expected - actual))), changed
+
+
+def test_onnx_matches_sklearn_on_generated_rows(model_path: Path) -> None:
+    rows, _ = generate(rows=10_000, seed=123, fraud_rate=0.05)
+    max_delta, changed_scores = parity(model_path, rows)
+    assert max_delta < 1e-5
+    assert changed_scores == 0
+
+
+@pytest.mark.skipif(not SAMPLE_CSV.is_file(), reason=f"{SAMPLE_CSV} is not present")
+def test_onnx_matches_sklearn_on_the_real_sample(model_path: Path, tmp_path: Path) -> None:
+    from app.train import train_and_write
+
+    features, labels = read_csv(SAMPLE_CSV)
+    real_model = tmp_path / "fraud-model.joblib"
+    train_and_write(features, labels, real_model, data={"source": "csv"}, trees=50)
+    for artifact, rows in ((real_model, features), (model_path, features)):
+        max_delta, changed_scores = parity(artifact, rows)
+        assert max_delta < 1e-5
+        assert changed_scores == 0
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="no model file"):
+        load_model(tmp_path / "nothing.joblib")
+
+
+@pytest.mark.parametrize("suffix", [".joblib", ".onnx"])
+def test_corrupt_file(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"fraud-model{suffix}"
+    path.write_bytes(b"\x80\x04garbage" * 100)
+    with pytest.raises(ModelLoadError, match="not a loadable"):
+        load_model(path)
+
+
+def test_wrong_number_of_features(tmp_path: Path) -> None:
+    path = tmp_path / "narrow.joblib"
+    features, labels = generate(rows=500, seed=5, fraud_rate=0.2)
+    joblib.dump(RandomForestClassifier(n_estimators=3).fit(features[:, :5], labels), path)
+    with pytest.raises(ModelLoadError, match="30 features"):
+        load_model(path)
+
+
+def test_not_a_classifier(tmp_path: Path) -> None:
+    path = tmp_path / "dict.joblib"
+    joblib.dump({"weights": [1, 2, 3]}, path)
+    with pytest.raises(ModelLoadError, match="not a fitted classifier"):
+        load_model(path)
+
+
+def test_card_with_other_features_is_refused(model_path: Path, tmp_path: Path) -> None:
+    target = copy_model(model_path, tmp_path)
+    card = card_path(target)
+    card.write_text(card.read_text().replace('"Amount"', '"amount"'))
+    with pytest.raises(ModelLoadError, match="feature list"):
+        load_model(target)
+
+
+def test_unsupported_suffix(model_path: Path, tmp_path: Path) -> None:
+    target = tmp_path / "fraud-model.pkl"
+    shutil.copy(model_path, target)
+    with pytest.raises(ModelLoadError, match="unsupported"):
+        load_model(target)
+
+
+def test_digest_pin(model_path: Path) -> None:
+    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    assert load_model(model_path, expected_sha256=digest).sha256 == digest
+    with pytest.raises(ModelLoadError, match="MODEL_SHA256"):
+        load_model(model_path, expected_sha256="0" * 64)
+
+
+def test_artifact_without_card_is_served_without_ood(tmp_path: Path) -> None:
+    path = tmp_path / "bare.joblib"
+    features, labels = generate(rows=2000, seed=5, fraud_rate=0.1)
+    joblib.dump(RandomForestClassifier(n_estimators=5, random_state=0).fit(features, labels), path)
+
+    scorer = load_model(path)
+
+    far_out = np.full((1, N_FEATURES), 1e9)
+    assert scorer.out_of_distribution(far_out) == [False]
+    assert set(scorer.card["feature_importance"]) == set(read_card_features())
+
+
+def read_card_features() -> list[str]:
+    from app.features import FEATURE_NAMES
+
+    return list(FEATURE_NAMES)
+
+
+def test_out_of_distribution_is_per_row(model_path: Path) -> None:
+    scorer = load_model(model_path)
+    stats = scorer.card["feature_stats"]
+    means = np.array([[value["mean"] for value in stats.values()]] * 3)
+    means[1, 29] = stats["Amount"]["mean"] + 3.5 * stats["Amount"]["std"]
+    means[2, 0] = stats["Time"]["mean"] - 3.5 * stats["Time"]["std"]
+    assert scorer.out_of_distribution(means) == [False, True, True]
+
+
+def test_scores_use_pythons_round() -> None:
+    assert scores_from_probabilities(np.array([0.0, 0.004, 0.005, 0.125, 0.994, 0.996, 1.0])) == [
+        0,
+        0,
+        0,
+        12,
+        99,
+        100,
+        100,
+    ]

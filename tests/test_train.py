@@ -1,0 +1,196 @@
+"""python -m app.train: generated data, the real sample, refusal of bad CSVs, and the card."""
+
+import csv
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.card import card_path
+from app.features import FEATURE_NAMES
+from app.synthetic import TWO_DAYS_SECONDS, generate
+from app.train import DataError, read_csv
+from tests.conftest import ROOT, SAMPLE_CSV
+
+
+def run_train(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.train", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_generated_data_is_shaped_like_the_public_set() -> None:
+    features, labels = generate(rows=200_000, seed=42)
+
+    assert features.shape == (200_000, 30)
+    assert 0.0012 < labels.mean() < 0.0022  # about 0.17 % fraud
+    assert features[:, 0].min() >= 0
+    assert features[:, 0].max() <= TWO_DAYS_SECONDS
+    assert np.all(np.diff(features[:, 0]) >= 0)  # Time runs forward
+    amount = features[:, 29]
+    assert amount.min() >= 0
+    assert np.median(amount) < amount.mean()
+    fraud, normal = features[labels == 1], features[labels == 0]
+    shifted = np.abs(fraud[:, 1:29].mean(axis=0) - normal[:, 1:29].mean(axis=0)) > 1.0
+    assert 4 <= shifted.sum() < 28  # fraud differs in several components, not all
+
+
+def test_generated_data_is_deterministic_for_a_seed() -> None:
+    first, first_labels = generate(rows=5000, seed=11)
+    again, again_labels = generate(rows=5000, seed=11)
+    other, _ = generate(rows=5000, seed=12)
+    assert np.array_equal(first, again)
+    assert np.array_equal(first_labels, again_labels)
+    assert not np.array_equal(first, other)
+
+
+def test_cli_trains_on_generated_data_and_writes_a_card(tmp_path: Path) -> None:
+    out = tmp_path / "models" / "fraud-model.joblib"
+    result = run_train("--rows", "20000", "--trees", "10", "--out", str(out))
+
+    assert result.returncode == 0, result.stderr
+    assert "PR-AUC" in result.stdout
+    card = json.loads(card_path(out).read_text())
+    for artifact in ("fraud-model.joblib", "fraud-model.onnx"):
+        payload = (out.parent / artifact).read_bytes()
+        assert card["artifacts"][artifact]["sha256"] == hashlib.sha256(payload).hexdigest()
+    assert card["features"] == list(FEATURE_NAMES)
+    assert card["params"]["n_estimators"] == 10
+    assert card["params"]["random_state"] == 42
+    assert card["versions"]["scikit-learn"]
+    assert card["versions"]["onnxruntime"]
+    assert card["trained_at"].endswith("+00:00")
+    assert card["data"] == {
+        "source": "generated",
+        "seed": 42,
+        "rows": 20000,
+        "fraud_rows": card["data"]["fraud_rows"],
+    }
+    metrics = card["metrics"]
+    assert set(metrics) >= {"pr_auc", "roc_auc", "precision", "recall", "rows", "threshold"}
+    assert 0 <= metrics["pr_auc"] <= 1
+    assert 0.5 < metrics["roc_auc"] <= 1
+    assert metrics["train_rows"] + metrics["holdout_rows"] == 20000
+    assert set(card["feature_stats"]) == set(FEATURE_NAMES)
+    assert all(stats["std"] > 0 for stats in card["feature_stats"].values())
+    assert sum(card["feature_importance"].values()) == pytest.approx(1, abs=1e-3)
+    scores = card["holdout_scores"]
+    assert sum(scores["counts"]) == metrics["holdout_rows"]
+    assert 0 <= scores["mean"] <= 100
+
+
+def test_cli_is_deterministic_for_a_seed(tmp_path: Path) -> None:
+    outputs = []
+    for name in ("a", "b"):
+        out = tmp_path / name / "fraud-model.joblib"
+        assert (
+            run_train("--rows", "5000", "--trees", "5", "--out", str(out), "--no-onnx").returncode
+            == 0
+        )
+        outputs.append(json.loads(card_path(out).read_text()))
+    assert outputs[0]["metrics"] == outputs[1]["metrics"]
+    assert outputs[0]["feature_importance"] == outputs[1]["feature_importance"]
+
+
+@pytest.mark.skipif(not SAMPLE_CSV.is_file(), reason=f"{SAMPLE_CSV} is not present")
+def test_cli_trains_on_the_real_sample(tmp_path: Path) -> None:
+    out = tmp_path / "fraud-model.joblib"
+    result = run_train("--data", str(SAMPLE_CSV), "--out", str(out))
+
+    assert result.returncode == 0, result.stderr
+    card = json.loads(card_path(out).read_text())
+    assert card["data"]["source"] == "csv"
+    assert card["data"]["rows"] == 1000
+    assert card["data"]["fraud_rows"] == 300
+    assert card["metrics"]["holdout_fraud_rows"] == 60  # stratified: 20 % of the 300 frauds
+    assert card["metrics"]["roc_auc"] > 0.9
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def valid_rows(count: int = 20) -> list[list[str]]:
+    features, labels = generate(rows=count, seed=1, fraud_rate=0.3)
+    return [
+        [*map(str, row), str(label)]
+        for row, label in zip(features.tolist(), labels.tolist(), strict=True)
+    ]
+
+
+def test_csv_with_quoted_values_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "quoted.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle, quoting=csv.QUOTE_ALL)
+        writer.writerow([*FEATURE_NAMES, "Class"])
+        writer.writerows(valid_rows())
+    features, labels = read_csv(path)
+    assert features.shape == (20, 30)
+    assert set(labels.tolist()) <= {0, 1}
+
+
+def test_csv_missing_columns_is_refused(tmp_path: Path) -> None:
+    header = [name for name in FEATURE_NAMES if name not in ("V3", "Amount")] + ["Class"]
+    path = write_csv(
+        tmp_path / "missing.csv", header, [row[:2] + row[3:29] + row[30:] for row in valid_rows()]
+    )
+
+    with pytest.raises(DataError, match="lacks required columns: V3, Amount"):
+        read_csv(path)
+    result = run_train("--data", str(path), "--out", str(tmp_path / "m.joblib"))
+    assert result.returncode == 2
+    assert "V3, Amount" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "m.joblib").exists()
+
+
+def test_csv_with_non_numeric_value_is_refused(tmp_path: Path) -> None:
+    rows = valid_rows()
+    rows[4][12] = "twelve"
+    path = write_csv(tmp_path / "text.csv", [*FEATURE_NAMES, "Class"], rows)
+    with pytest.raises(DataError, match="line 6: column V12 is not numeric"):
+        read_csv(path)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda rows: rows.__setitem__(0, [*rows[0][:30], "2"]), "must be 0 or 1"),
+        (lambda rows: rows.__setitem__(0, ["nan", *rows[0][1:]]), "NaN or infinite"),
+        (lambda rows: rows.clear(), "no data rows"),
+    ],
+    ids=["label-2", "nan", "empty"],
+)
+def test_csv_with_bad_values_is_refused(tmp_path: Path, mutate: object, message: str) -> None:
+    rows = valid_rows()
+    mutate(rows)  # type: ignore[operator]
+    path = write_csv(tmp_path / "bad.csv", [*FEATURE_NAMES, "Class"], rows)
+    with pytest.raises(DataError, match=message):
+        read_csv(path)
+
+
+def test_single_class_data_is_refused(tmp_path: Path) -> None:
+    rows = [[*row[:30], "0"] for row in valid_rows()]
+    path = write_csv(tmp_path / "one-class.csv", [*FEATURE_NAMES, "Class"], rows)
+    result = run_train("--data", str(path), "--out", str(tmp_path / "m.joblib"))
+    assert result.returncode == 2
+    assert "two rows of each class" in result.stderr
+
+
+def test_missing_csv_file_is_a_clear_error(tmp_path: Path) -> None:
+    result = run_train("--data", str(tmp_path / "absent.csv"), "--out", str(tmp_path / "m.joblib"))
+    assert result.returncode == 2
+    assert "cannot read" in result.stderr
