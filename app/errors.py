@@ -1,5 +1,6 @@
 """Error types carrying an HTTP status, and the handlers that render each as JSON `detail`."""
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -46,7 +47,7 @@ class ModelUnavailable(ServiceError):
 
 
 def json_response(
-    payload: Any, status_code: int = 200, headers: dict[str, str] | None = None
+    payload: Any, status_code: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
     return Response(
         orjson.dumps(payload),

@@ -159,7 +159,8 @@ class Scorer:
         if self.ood_low is None or self.ood_high is None:
             return [False] * len(matrix)
         outside = (matrix < self.ood_low) | (matrix > self.ood_high)
-        return outside.any(axis=1).tolist()
+        flags: list[bool] = np.any(outside, axis=1).tolist()
+        return flags
 
 
 def load_model(

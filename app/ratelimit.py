@@ -28,14 +28,17 @@ class Decision:
 def async_storage(uri: str) -> Storage:
     """The asyncio flavour of a `limits` storage URI (memory://, redis://…)."""
     if uri.startswith("memory://"):
-        return storage_from_string("async+memory://")
-    return storage_from_string(
-        f"async+{uri}",
-        implementation="redispy",
-        wrap_exceptions=True,
-        socket_connect_timeout=_STORAGE_TIMEOUT_SECONDS,
-        socket_timeout=_STORAGE_TIMEOUT_SECONDS,
-    )
+        storage = storage_from_string("async+memory://")
+    else:
+        storage = storage_from_string(
+            f"async+{uri}",
+            implementation="redispy",
+            wrap_exceptions=True,
+            socket_connect_timeout=_STORAGE_TIMEOUT_SECONDS,
+            socket_timeout=_STORAGE_TIMEOUT_SECONDS,
+        )
+    assert isinstance(storage, Storage)  # the async+ schemes give asyncio storages
+    return storage
 
 
 class RateLimiter:

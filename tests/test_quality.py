@@ -1,0 +1,24 @@
+"""Code quality gates that run with the suite: ruff lint and format, mypy on app/."""
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["ruff", "check", "."],
+        ["ruff", "format", "--check", "."],
+        ["mypy", "app"],
+    ],
+    ids=["ruff-check", "ruff-format", "mypy"],
+)
+def test_tool_passes(command: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", *command], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
