@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PLACEHOLDER_API_KEY = "replace-me-with-a-random-key-of-32-chars"
 MIN_API_KEY_LENGTH = 16
+STARTUP_FAILURE = 3  # uvicorn.config.STARTUP_FAILURE: its supervisor gives up on this status
 MAKE_A_KEY = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 _REDIS_SCHEMES = ("redis://", "rediss://", "redis+unix://", "redis+sentinel://", "redis+cluster://")
 
@@ -110,9 +111,13 @@ def get_settings() -> Settings:
 
 
 def get_settings_or_exit() -> Settings:
-    """Settings, or a one-line message on stderr and exit status 2 (used before serving)."""
+    """Settings, or a one-line message on stderr and exit status 3.
+
+    3 is uvicorn's start-up failure status: should a worker get here (`uvicorn app.main:app
+    --workers 2` run without the preflight), its supervisor stops instead of respawning it.
+    """
     try:
         return get_settings()
     except ValidationError as error:
         print(describe_error(error), file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(STARTUP_FAILURE) from None
