@@ -96,3 +96,18 @@ def test_the_quick_start_curl_works_as_printed(tmp_path: Path, model_path: Path)
         r'\{"fraud-score":\d+,"is-fraud":(true|false),"ood-warning":(true|false),"model-version":"1\.0\.0"\}',
         result.stdout.strip(),
     )
+
+
+def test_every_metric_is_documented() -> None:
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from app import metrics
+
+    names = {
+        collector._name  # the family name, without the _total suffix counters add on exposition
+        for collector in vars(metrics).values()
+        if isinstance(collector, MetricWrapperBase)
+    }
+    table = README.split("### Metrics", 1)[1].split("###", 1)[0]
+    for name in names:
+        assert re.search(rf"`{name}(_total)?[{{`]", table), name
