@@ -1,18 +1,25 @@
 """A real `python -m app` (uvicorn, 2 workers) on 127.0.0.1 for process-level tests."""
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import API_KEY, ROOT
+
+SCORE = "/v1/fraud-score"
 
 
 def free_port() -> int:
@@ -107,3 +114,126 @@ def run_to_exit(workdir: Path, timeout: float = 60, **env: Any) -> subprocess.Co
         timeout=timeout,
         check=False,
     )
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 20) -> Any:
+    """Poll until `condition()` is truthy and return its value; fail naming what was awaited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(server: Server) -> Samples:
+    """Every sample of /metrics, keyed by name and labels (the text must parse)."""
+    response = httpx.get(f"{server.url}/metrics", timeout=10)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """Sum of the samples called `name` whose labels include `labels`."""
+    wanted = set(labels.items())
+    return sum(value for (key, have), value in samples.items() if key == name and wanted <= have)
+
+
+def log_records(server: Server) -> list[dict[str, Any]]:
+    """The server's output, one JSON object per line (any other line fails the test)."""
+    records = []
+    for line in server.logs().splitlines():
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                pytest.fail(f"a log line that is not JSON: {line[:300]!r}")
+    return records
+
+
+def worker_pids(server: Server) -> set[int]:
+    """The supervisor's worker processes (its other child is multiprocessing's resource tracker)."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue  # exited meanwhile
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == server.process.pid and b"spawn_main" in cmdline:
+            pids.add(int(entry.name))
+    return pids
+
+
+def is_running(pid: int) -> bool:
+    """Alive and not a zombie (a zombie has closed its sockets)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def worker_of_connection(server: Server, pids: set[int]) -> dict[int, int]:
+    """Client port → pid of the worker holding that established connection to the service.
+
+    /proc/net/tcp lists each socket's ports, state and inode; /proc/<pid>/fd names the inodes a
+    process holds. A connection held by a worker was accepted, and is answered, by that worker.
+    """
+    port = int(server.url.rsplit(":", 1)[1])
+    client_port_of_inode = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].split(":")[1], 16)
+        if local_port == port and fields[3] == "01":  # 01: ESTABLISHED
+            client_port_of_inode[fields[9]] = int(fields[2].split(":")[1], 16)
+    owners = {}
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            match = re.fullmatch(r"socket:\[(\d+)\]", target)
+            if match and match.group(1) in client_port_of_inode:
+                owners[client_port_of_inode[match.group(1)]] = pid
+    return owners
+
+
+def client_port(response: httpx.Response) -> int:
+    """The local port of the (still open, keep-alive) connection that carried `response`."""
+    return int(response.extensions["network_stream"].get_extra_info("client_addr")[1])
+
+
+def send_on_own_connections(
+    server: Server, count: int, path: str = SCORE, **kwargs: Any
+) -> list[tuple[httpx.Response, int]]:
+    """`count` POSTs, each on its own connection, with the pid of the worker that answered it.
+
+    Each worker listens on its own SO_REUSEPORT socket and the kernel hashes each new connection
+    to one of them; the connections stay open until every answer is attributed to its worker.
+    """
+    pids = worker_pids(server)
+    clients = [httpx.Client(base_url=server.url, timeout=10) for _ in range(count)]
+    try:
+        responses = []
+        for client in clients:
+            response = client.post(path, **kwargs)
+            responses.append((response, client_port(response)))
+        owners = worker_of_connection(server, pids)
+    finally:
+        for client in clients:
+            client.close()
+    return [(response, owners[port]) for response, port in responses]
