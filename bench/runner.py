@@ -1,0 +1,144 @@
+"""One configuration in one round: a fresh server, a warm-up, then each scenario measured."""
+
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import loadgen, procfs, server
+from bench.configs import Config
+
+SINGLE, BATCH = "/v1/fraud-score", "/v1/fraud-score/batch"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    path: str
+    body: Path
+    connections: int
+    rows: int  # transactions per request
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What every configuration and round runs through."""
+
+    model: Path
+    scenarios: tuple[Scenario, ...]
+    duration: int
+    warmup: int
+    single_body: Path
+    batch_body: Path
+    batch_rows: int
+
+
+def run_config(plan: Plan, config: Config, round_number: int, run_dir: Path) -> dict[str, Any]:
+    """Start the configuration's server, measure it, stop it (always), return the numbers."""
+    started = time.monotonic()
+    srv = server.start(run_dir, config.model_path(plan.model), config.engine, config.balance)
+    try:
+        startup_s = round(time.monotonic() - started, 1)
+        engines = srv.engines()
+        if any(engine != config.expected_engine for engine in engines):
+            # Not fatal: the numbers are still reported, but labelled with what really served.
+            print(f"  warning: {config.name} served with {engines}, not {config.expected_engine}")
+        server.check_answers(
+            srv, plan.single_body.read_bytes(), plan.batch_body.read_bytes(), plan.batch_rows
+        )
+        _warm_up(plan, srv)
+        scenarios = {}
+        for scenario in plan.scenarios:
+            scenarios[scenario.name] = measure(srv, scenario, plan.duration)
+            _print_line(config.name, round_number, scenario, scenarios[scenario.name])
+        workers_now = procfs.worker_pids(srv.pid)
+    finally:
+        srv.stop()
+    return {
+        "config": config.name,
+        "round": round_number,
+        "engine": engines[0] if len(set(engines)) == 1 else "mixed",  # what really served
+        "engines_loaded": engines,
+        "balance": config.balance,
+        "model_path": str(config.model_path(plan.model)),
+        "startup_s": startup_s,
+        "worker_pids": srv.workers,
+        "workers_restarted": sorted(workers_now) != sorted(srv.workers),
+        "scenarios": scenarios,
+        "server_log": server.log_summary(srv),
+    }
+
+
+def _warm_up(plan: Plan, srv: server.Server) -> None:
+    """Both request kinds under load first: imports, caches and the threadpool start warm."""
+    runs = ((SINGLE, plan.single_body, 20, plan.warmup), (BATCH, plan.batch_body, 4, 1))
+    for path, body, connections, seconds in runs:
+        loadgen.start(srv.url + path, body, srv.api_key, connections, seconds).finish()
+
+
+def measure(srv: server.Server, scenario: Scenario, duration: int) -> dict[str, Any]:
+    """wrk's numbers plus the server's CPU time, memory and connection placement meanwhile."""
+    pids = procfs.group_pids(srv.pid)
+    cpu_before, busy_before = procfs.cpu_seconds(pids), procfs.machine_busy_seconds()
+    run = loadgen.start(
+        srv.url + scenario.path, scenario.body, srv.api_key, scenario.connections, duration
+    )
+    try:
+        # Mid-run, every keep-alive connection is open and placed: count them per worker.
+        time.sleep(duration / 2)
+        placed = procfs.connections_per_pid(srv.port, srv.workers)
+        result = run.finish()
+    finally:
+        run.stop()
+    pids = sorted(set(pids) | set(procfs.group_pids(srv.pid)))
+    cpu_after, busy_after = procfs.cpu_seconds(pids), procfs.machine_busy_seconds()
+    user_delta, sys_delta = _cpu_delta(cpu_before, cpu_after)
+    cpu_delta = {pid: user_delta[pid] + sys_delta[pid] for pid in cpu_after}
+    requests = max(int(result["requests"]), 1)
+    server_cpu_ms = sum(cpu_delta.values()) * 1000
+    rss = [procfs.rss_mib(pid) for pid in srv.workers]
+    other_cpu_s = busy_after - busy_before - server_cpu_ms / 1000 - float(result["client_cpu_s"])
+    result |= {
+        "connections": scenario.connections,
+        "rows_per_request": scenario.rows,
+        "rows_per_s": round(float(result["req_per_s"]) * scenario.rows, 1),
+        "server_cpu_ms": round(server_cpu_ms, 1),
+        "cpu_ms_per_request": round(server_cpu_ms / requests, 4),
+        # The kernel's part (socket reads and writes on loopback, scheduling) of the server's CPU.
+        "cpu_system_share": round(sum(sys_delta.values()) * 1000 / server_cpu_ms, 3)
+        if server_cpu_ms
+        else None,
+        "cpu_ms_by_worker": [round(cpu_delta.get(pid, 0.0) * 1000, 1) for pid in srv.workers],
+        "connections_by_worker": [placed.get(pid, 0) for pid in srv.workers],
+        # Cores busy with neither the server nor wrk, on average: how noisy the machine was.
+        "other_cores": round(max(other_cpu_s, 0.0) / max(float(result["seconds"]), 1e-3), 2),
+        "rss_mib_by_worker": [round(value, 1) if value else None for value in rss],
+        "rss_mib_per_worker": round(statistics.fmean(v for v in rss if v) if any(rss) else 0.0, 1),
+    }
+    return result
+
+
+def _cpu_delta(
+    before: dict[int, tuple[float, float]], after: dict[int, tuple[float, float]]
+) -> tuple[dict[int, float], dict[int, float]]:
+    """Per process, user and system seconds spent in between (a process new since counts whole)."""
+    user = {pid: a[0] - before.get(pid, (0.0, 0.0))[0] for pid, a in after.items()}
+    system = {pid: a[1] - before.get(pid, (0.0, 0.0))[1] for pid, a in after.items()}
+    return user, system
+
+
+def _print_line(config: str, round_number: int, scenario: Scenario, result: dict) -> None:
+    latency = result["latency_ms"]
+    rate = (
+        f"{result['rows_per_s']:,.0f} rows/s"
+        if scenario.rows > 1
+        else f"{result['req_per_s']:,.0f} req/s"
+    )
+    print(
+        f"  round {round_number} {config:<15} {scenario.name:<11} {rate:>16}  "
+        f"p50 {latency['p50']:.2f} ms  p99 {latency['p99']:.2f} ms  "
+        f"cpu {result['cpu_ms_per_request']:.3f} ms/req  "
+        f"conns/worker {result['connections_by_worker']}  other load {result['other_cores']:.2f}",
+        flush=True,
+    )
