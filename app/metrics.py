@@ -2,7 +2,9 @@
 
 import os
 import re
-from collections.abc import Iterable
+from bisect import bisect_left
+from collections import Counter as Tally
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,12 +74,33 @@ def observe_request(route: str, method: str, status: int, seconds: float) -> Non
     LATENCY.labels(route, method, str(status)).observe(seconds)
 
 
-def observe_verdicts(verdicts: Iterable[Any]) -> None:
-    for verdict in verdicts:
-        (_FRAUD if verdict.is_fraud else _LEGITIMATE).inc()
-        SCORES.observe(verdict.fraud_score)
-        if verdict.ood_warning:
-            OOD_WARNINGS.inc()
+def observe_verdicts(verdicts: Sequence[Any]) -> None:
+    """Count a call's verdicts with one increment per series, however many rows it scored."""
+    frauds = sum(1 for verdict in verdicts if verdict.is_fraud)
+    warnings = sum(1 for verdict in verdicts if verdict.ood_warning)
+    if frauds:
+        _FRAUD.inc(frauds)
+    if len(verdicts) > frauds:
+        _LEGITIMATE.inc(len(verdicts) - frauds)
+    if warnings:
+        OOD_WARNINGS.inc(warnings)
+    observe_many(SCORES, [verdict.fraud_score for verdict in verdicts])
+
+
+def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
+    """histogram.observe(v) for each v, as one increment per bucket touched.
+
+    prometheus_client has no weighted observe, and each observe() is two locked writes to the
+    multiprocess files: 3.5 ms for a 1,000-row batch (bench profile). This uses the pinned
+    client's internal buckets; tests/test_metrics.py checks it against observe() itself.
+    """
+    if len(values) == 1:
+        histogram.observe(values[0])
+        return
+    bounds = histogram._upper_bounds
+    for index, count in Tally(bisect_left(bounds, value) for value in values).items():
+        histogram._buckets[index].inc(count)
+    histogram._sum.inc(sum(values))
 
 
 def model_state(version: str | None, engine: str | None, baseline: dict[str, Any] | None) -> None:
