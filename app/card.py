@@ -4,6 +4,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from app.features import FEATURE_NAMES
+
 CARD_SUFFIX = ".card.json"
 
 
@@ -28,3 +32,13 @@ def write_card(artifact: Path, card: dict[str, Any]) -> Path:
     path = card_path(artifact)
     path.write_text(json.dumps(card, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     return path
+
+
+def feature_moments(card: dict[str, Any] | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Per-feature training mean and standard deviation in FEATURE_NAMES order, if recorded."""
+    stats = (card or {}).get("feature_stats") or {}
+    if set(stats) != set(FEATURE_NAMES):
+        return None, None
+    mean = np.array([stats[name]["mean"] for name in FEATURE_NAMES], dtype=np.float64)
+    std = np.array([stats[name]["std"] for name in FEATURE_NAMES], dtype=np.float64)
+    return mean, std

@@ -5,6 +5,7 @@ it is found here, in the parent, before any worker starts, and the process exits
 """
 
 import argparse
+import multiprocessing
 import os
 import shutil
 import socket
@@ -15,7 +16,8 @@ from pathlib import Path
 import uvicorn
 from uvicorn.supervisors import Multiprocess, multiprocess
 
-from app.config import get_settings_or_exit
+from app.config import Settings, get_settings_or_exit
+from app.conversion import CONVERSION_DIR_ENV, convert_for_workers
 from app.logs import log_config
 
 APP = "app.main:app"
@@ -67,6 +69,28 @@ def prepare_metrics_dir() -> Path:
     return directory
 
 
+def convert_once_for_workers(settings: Settings) -> Path | None:
+    """Convert a .joblib to ONNX once, in a child that exits, for every worker to pick up.
+
+    Workers then never unpickle the artifact nor import scikit-learn and skl2onnx (~120 MiB
+    each); a worker that finds no verdict (the child failed) converts for itself.
+    """
+    if settings.model_path.suffix.lower() != ".joblib" or settings.model_engine == "sklearn":
+        return None
+    directory = Path(tempfile.mkdtemp(prefix="fraud-conversion-"))
+    child = multiprocessing.get_context("spawn").Process(
+        target=convert_for_workers,
+        args=(settings.model_path, settings.model_sha256, directory),
+        daemon=True,
+    )
+    child.start()
+    child.join(timeout=600)
+    if child.is_alive():
+        child.kill()
+    os.environ[CONVERSION_DIR_ENV] = str(directory)
+    return directory
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -87,11 +111,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    get_settings_or_exit()
+    settings = get_settings_or_exit()
     if not port_is_free(args.host, args.port):
         print(f"cannot listen on {args.host}:{args.port}: address in use", file=sys.stderr)
         return 2
     metrics_dir = prepare_metrics_dir()
+    conversion_dir = convert_once_for_workers(settings)
     config = uvicorn.Config(
         APP,
         host=args.host,
@@ -114,10 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             Multiprocess(config, sockets=[config.bind_socket()]).run()
     finally:
-        if "PROMETHEUS_MULTIPROC_DIR" not in os.environ or metrics_dir.name.startswith(
-            "fraud-metrics-"
-        ):
+        if metrics_dir.name.startswith("fraud-metrics-"):  # ours, not one the operator set
             shutil.rmtree(metrics_dir, ignore_errors=True)
+        if conversion_dir is not None:
+            shutil.rmtree(conversion_dir, ignore_errors=True)
     return 0
 
 

@@ -140,7 +140,7 @@ def export(model: Any, out: Path, *, onnx: bool = True) -> dict[str, dict[str, A
     """Write `<stem>.joblib` (and `<stem>.onnx`) atomically; return name → size and digest."""
     import joblib
 
-    from app.model import to_onnx_bytes
+    from app.conversion import to_onnx_bytes
 
     stem = out.with_suffix("")
     stem.parent.mkdir(parents=True, exist_ok=True)

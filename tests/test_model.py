@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 from sklearn.ensemble import RandomForestClassifier
 
+from app import conversion
 from app import model as model_module
 from app.card import card_path, read_card
+from app.engines import scores_from_probabilities
 from app.features import N_FEATURES, to_model_input
-from app.model import ModelLoadError, load_model, scores_from_probabilities
+from app.model import ModelLoadError, load_model
 from app.synthetic import generate
 from app.train import read_csv
 from tests.conftest import SAMPLE_CSV
@@ -39,7 +41,6 @@ def test_sklearn_can_be_forced(model_path: Path) -> None:
 def test_onnx_artifact_is_served_by_onnx_runtime(model_path: Path) -> None:
     scorer = load_model(model_path.with_suffix(".onnx"))
     assert scorer.engine.name == "onnx"
-    assert scorer.estimator is None  # no pickle on that path
     assert scorer.card["features"] == read_card(model_path)["features"]
 
 
@@ -51,17 +52,15 @@ def test_onnx_artifact_cannot_be_forced_to_sklearn(model_path: Path) -> None:
 def test_auto_falls_back_to_sklearn_when_onnx_disagrees(
     model_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    other_forest = joblib.load(model_path)
     features, labels = generate(rows=3000, seed=99, fraud_rate=0.3)
     disagreeing = RandomForestClassifier(n_estimators=5, random_state=1).fit(features, 1 - labels)
-    real_convert = model_module.to_onnx_bytes
-    monkeypatch.setattr(model_module, "to_onnx_bytes", lambda _: real_convert(disagreeing))
+    real_convert = conversion.to_onnx_bytes
+    monkeypatch.setattr(conversion, "to_onnx_bytes", lambda _: real_convert(disagreeing))
 
     scorer = load_model(model_path)
 
     assert scorer.engine.name == "sklearn"
     assert "disagrees" in caplog.text
-    assert other_forest.n_estimators == scorer.estimator.n_estimators
     with pytest.raises(ModelLoadError, match="disagrees"):
         load_model(model_path, engine="onnx")
 
@@ -72,7 +71,7 @@ def test_auto_falls_back_when_conversion_fails(
     def broken(_: Any) -> bytes:
         raise RuntimeError("unsupported")
 
-    monkeypatch.setattr(model_module, "to_onnx_bytes", broken)
+    monkeypatch.setattr(conversion, "to_onnx_bytes", broken)
     assert load_model(model_path).engine.name == "sklearn"
     assert "conversion failed" in caplog.text
 
@@ -198,3 +197,50 @@ def test_scores_use_pythons_round() -> None:
         100,
         100,
     ]
+
+
+def test_workers_use_the_start_commands_conversion_without_unpickling(
+    model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conversion.convert_for_workers(model_path, "", tmp_path)
+    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    assert (tmp_path / f"{digest}.onnx").is_file()
+
+    def no_unpickling(_: bytes) -> None:
+        raise AssertionError("a worker unpickled the artifact")
+
+    monkeypatch.setenv(conversion.CONVERSION_DIR_ENV, str(tmp_path))
+    monkeypatch.setattr(model_module, "unpickle_estimator", no_unpickling)
+    scorer = load_model(model_path)
+    assert scorer.engine.name == "onnx"
+    assert scorer.sha256 == digest
+
+
+def test_start_commands_fallback_verdict_is_followed(
+    model_path: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    conversion.save_verdict(tmp_path, digest, conversion.Conversion(None, "disagrees on 3 rows"))
+    monkeypatch.setenv(conversion.CONVERSION_DIR_ENV, str(tmp_path))
+    monkeypatch.setattr(conversion, "to_onnx_bytes", lambda _: pytest.fail("converted again"))
+
+    assert load_model(model_path).engine.name == "sklearn"
+    assert "disagrees on 3 rows" in caplog.text
+    with pytest.raises(ModelLoadError, match="disagrees on 3 rows"):
+        load_model(model_path, engine="onnx")
+
+
+def test_no_verdict_for_an_artifact_that_fails_its_digest(model_path: Path, tmp_path: Path) -> None:
+    conversion.convert_for_workers(model_path, "0" * 64, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_verdict_for_another_artifact_is_ignored(
+    model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conversion.save_verdict(tmp_path, "f" * 64, conversion.Conversion(None, "not this one"))
+    monkeypatch.setenv(conversion.CONVERSION_DIR_ENV, str(tmp_path))
+    assert load_model(model_path).engine.name == "onnx"
