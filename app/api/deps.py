@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app import metrics
 from app.errors import BodyTooLarge, ModelUnavailable, RateLimited
 from app.model import Scorer
 from app.security import require_api_key
@@ -19,12 +20,15 @@ def current_scorer(request: Request) -> Scorer:
     return scorer
 
 
+async def _scorer_dependency(request: Request) -> Scorer:
+    # async: FastAPI would run a plain def dependency in the threadpool.
+    return current_scorer(request)
+
+
 async def enforce_rate_limit(request: Request, client: ApiClient) -> None:
     """429 once this client has used its RATE_LIMIT; the X-RateLimit-* headers either way."""
     decision = await request.app.state.limiter.check(client)
     if not decision.allowed:
-        from app import metrics
-
         metrics.RATE_LIMITED.inc()
         raise RateLimited(
             f"Rate limit exceeded: {request.app.state.settings.rate_limit}", decision.headers
@@ -46,4 +50,4 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-ScorerDep = Annotated[Scorer, Depends(current_scorer)]
+ScorerDep = Annotated[Scorer, Depends(_scorer_dependency)]
