@@ -286,3 +286,32 @@ def test_unknown_route_is_404_json(client: TestClient) -> None:
 
 def test_wrong_method_is_405(client: TestClient) -> None:
     assert client.get(URL, headers=HEADERS).status_code == 405
+
+
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [
+        (None, 200),
+        ("application/json", 200),
+        ("application/json; charset=utf-8", 200),
+        ("application/vnd.fraud+json", 200),
+        ("text/plain", 422),
+        ("application/x-www-form-urlencoded", 422),
+        ("multipart/form-data; boundary=x", 422),
+    ],
+)
+def test_content_type_rule_is_fastapis(
+    client: TestClient, mock_body: dict[str, float], content_type: str | None, status: int
+) -> None:
+    headers = {**HEADERS, **({"Content-Type": content_type} if content_type else {})}
+    response = client.post(URL, content=json.dumps(mock_body), headers=headers)
+
+    assert response.status_code == status
+    if status == 422:
+        assert response.json()["detail"] == [
+            {
+                "loc": ["body"],
+                "msg": "Content-Type must be application/json",
+                "type": "content_type",
+            }
+        ]

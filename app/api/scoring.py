@@ -3,6 +3,7 @@
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
@@ -47,13 +48,33 @@ def _json_body(model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
-def _parse(model: type[BaseModel], body: bytes, loc: str = "body") -> Any:
+def _is_json(content_type: str | None) -> bool:
+    """FastAPI's rule: no Content-Type, application/json, or an application/*+json type."""
+    if content_type is None:
+        return True
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+def _parse(model: type[BaseModel], request: Request, body: bytes) -> Any:
+    if not _is_json(request.headers.get("content-type")):
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("body",),
+                    "msg": "Content-Type must be application/json",
+                    "type": "content_type",
+                }
+            ]
+        )
     # pydantic-core's own JSON parser: one pass from bytes to a validated object, and it reports
     # NaN/Infinity tokens, overflowing literals and huge integers as 422s (json.loads would not).
     try:
         return model.model_validate_json(body)
     except ValidationError as error:
-        raise validation_error(error, loc) from None
+        raise validation_error(error, "body") from None
 
 
 async def _score(scorer: Scorer, rows: list[tuple[float, ...]]) -> list[Verdict]:
@@ -95,7 +116,7 @@ def build_router(settings: Settings) -> APIRouter:
         summary="Score one transaction",
     )
     async def score_transaction(request: Request) -> Response:
-        transaction = _parse(Transaction, await read_body(request, SINGLE_BODY_LIMIT))
+        transaction = _parse(Transaction, request, await read_body(request, SINGLE_BODY_LIMIT))
         scorer = current_scorer(request)
         (verdict,) = await _score(scorer, [row_values(transaction)])
         request.state.model_version = scorer.version
@@ -110,7 +131,7 @@ def build_router(settings: Settings) -> APIRouter:
         summary=f"Score 1 to {settings.max_batch_size} transactions in one call",
     )
     async def score_batch(request: Request) -> Response:
-        batch = _parse(batch_request, await read_body(request, batch_limit))
+        batch = _parse(batch_request, request, await read_body(request, batch_limit))
         scorer = current_scorer(request)
         verdicts = await _score(scorer, [row_values(item) for item in batch.transactions])
         metrics.BATCH_SIZE.observe(len(verdicts))
