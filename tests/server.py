@@ -103,6 +103,18 @@ def _wait_for_answer(url: str, deadline: float) -> None:
             time.sleep(0.05)
 
 
+def run_in_repo(*command: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run a command from the repository root and capture its output (never raises on failure)."""
+    return subprocess.run(
+        [str(part) for part in command],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def run_to_exit(workdir: Path, timeout: float = 60, **env: Any) -> subprocess.CompletedProcess[str]:
     """Run the start command and wait for it to exit (for configurations it must refuse)."""
     return subprocess.run(

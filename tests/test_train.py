@@ -14,18 +14,12 @@ from app.card import card_path
 from app.features import FEATURE_NAMES
 from app.synthetic import TWO_DAYS_SECONDS, generate
 from app.train import DataError, read_csv
-from tests.conftest import ROOT, SAMPLE_CSV
+from tests.conftest import SAMPLE_CSV
+from tests.server import run_in_repo
 
 
 def run_train(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "app.train", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_in_repo(sys.executable, "-m", "app.train", *args, timeout=300)
 
 
 def test_generated_data_is_shaped_like_the_public_set() -> None:
