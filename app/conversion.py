@@ -6,7 +6,6 @@ artifact or importing scikit-learn and skl2onnx, which would cost each of them ~
 """
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,6 @@ import numpy as np
 from app.card import feature_moments
 from app.engines import OnnxEngine, SklearnEngine, scores_from_probabilities
 from app.features import N_FEATURES, to_model_input
-
-log = logging.getLogger("app.conversion")
 
 ONNX_TARGET_OPSET = {"": 18, "ai.onnx.ml": 3}
 CONVERSION_DIR_ENV = "FRAUD_CONVERSION_DIR"
