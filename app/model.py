@@ -27,7 +27,6 @@ __all__ = ["ModelLoadError", "Scorer", "Verdict", "load_model"]
 class Artifact:
     """An artifact's bytes as read once: what is hashed is what is loaded."""
 
-    path: Path
     payload: bytes
     sha256: str
     card: dict[str, Any] | None
@@ -92,7 +91,7 @@ def read_artifact(path: Path, expected_sha256: str = "") -> Artifact:
         raise ModelLoadError(f"unreadable model card: {error}") from None
     if card is not None and list(card.get("features") or []) != list(FEATURE_NAMES):
         raise ModelLoadError("the model card's feature list differs from the service's")
-    return Artifact(path, payload, digest, card)
+    return Artifact(payload, digest, card)
 
 
 def unpickle_estimator(payload: bytes) -> Any:
