@@ -9,6 +9,8 @@ from limits import parse_many
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.features import DEFAULT_STORE_PREFIX
+
 PLACEHOLDER_API_KEY = "replace-me-with-a-random-key-of-32-chars"
 MIN_API_KEY_LENGTH = 16
 STARTUP_FAILURE = 3  # uvicorn.config.STARTUP_FAILURE: its supervisor gives up on this status
@@ -38,6 +40,11 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(1000, ge=1, le=100_000)
     rate_limit: str = "6000/minute"
     rate_limit_storage_uri: str = "memory://"
+    feature_store_uri: str = ""
+    feature_store_prefix: str = Field(
+        DEFAULT_STORE_PREFIX, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$"
+    )
+    feature_store_timeout_ms: int = Field(50, ge=1, le=60_000)
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -85,6 +92,14 @@ class Settings(BaseSettings):
     def _known_storage(cls, value: str) -> str:
         if value != "memory://" and not value.startswith(_REDIS_SCHEMES):
             raise ValueError("must be memory:// or a redis:// URI")
+        return value
+
+    @field_validator("feature_store_uri")
+    @classmethod
+    def _redis_or_empty(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be empty (by-id routes off) or a redis:// or rediss:// URI")
         return value
 
     @property

@@ -11,13 +11,29 @@ class ModelLoadError(Exception):
     """The artifact cannot be served; the message is safe to log (no values, no secrets)."""
 
 
+class NotExplainable(Exception):
+    """The served model carries no reason codes (an .onnx exported without the explain graph)."""
+
+
 class Engine(Protocol):
     """What scoring needs from an inference backend."""
 
     name: str
+    explanation: str | None
+    """The explanation method served ("tree-path"), or None when this model has no reason codes."""
+    baseline: float | None
+    """The forest's mean root fraud fraction × 100: the score before any split, or None."""
 
     def fraud_probability(self, matrix: np.ndarray) -> np.ndarray:
         """P(fraud) for each row of an (n, 30) float32 matrix, as float64."""
+        ...
+
+    def explain(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """P(fraud) as float64 (n,) and each feature's contribution in points, float64 (n, 30).
+
+        baseline + contributions.sum(axis=1) == 100 × P(fraud) within 1e-3, and P(fraud) is exactly
+        what fraud_probability() returns for the same rows. Raises NotExplainable without reasons.
+        """
         ...
 
 
@@ -25,6 +41,8 @@ class SklearnEngine:
     """scikit-learn's predict_proba: the reference, and the fallback when ONNX disagrees."""
 
     name = "sklearn"
+    explanation: str | None = None
+    baseline: float | None = None
 
     def __init__(self, estimator: Any) -> None:
         if hasattr(estimator, "n_jobs"):
@@ -37,11 +55,16 @@ class SklearnEngine:
         probabilities = self.estimator.predict_proba(matrix)
         return np.asarray(probabilities[:, self._fraud_column], dtype=np.float64)
 
+    def explain(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotExplainable
+
 
 class OnnxEngine:
     """ONNX Runtime, one intra-op thread per session: the workers already fill the cores."""
 
     name = "onnx"
+    explanation: str | None = None
+    baseline: float | None = None
 
     def __init__(self, model_bytes: bytes) -> None:
         import onnxruntime as ort
@@ -70,6 +93,9 @@ class OnnxEngine:
     def fraud_probability(self, matrix: np.ndarray) -> np.ndarray:
         (probabilities,) = self.session.run(self._outputs, {self._input_name: matrix})
         return np.asarray(probabilities[:, 1], dtype=np.float64)
+
+    def explain(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotExplainable
 
 
 def scores_from_probabilities(probabilities: np.ndarray) -> list[int]:
