@@ -98,6 +98,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout-keep-alive", type=int, default=75)
     parser.add_argument(
+        "--timeout-graceful-shutdown",
+        type=int,
+        default=20,
+        help="seconds a SIGTERM waits for requests under way before cancelling them (20)",
+    )
+    parser.add_argument(
         "--balance",
         choices=("reuseport", "shared"),
         default="reuseport",
@@ -123,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         workers=args.workers,
         timeout_keep_alive=args.timeout_keep_alive,
+        timeout_graceful_shutdown=args.timeout_graceful_shutdown,
         access_log=False,
         log_config=log_config(args.log_level.upper()),
         loop="uvloop",
