@@ -46,6 +46,9 @@ class ModelUnavailable(ServiceError):
     detail = "No model is loaded; the service cannot score until one is"
 
 
+JSON = "application/json"
+
+
 def json_response(
     payload: Any, status_code: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
@@ -53,7 +56,7 @@ def json_response(
         orjson.dumps(payload),
         status_code=status_code,
         headers=headers,
-        media_type="application/json",
+        media_type=JSON,
     )
 
 

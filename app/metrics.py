@@ -2,12 +2,11 @@
 
 import os
 import re
-from bisect import bisect_left
-from collections import Counter as Tally
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -74,33 +73,36 @@ def observe_request(route: str, method: str, status: int, seconds: float) -> Non
     LATENCY.labels(route, method, str(status)).observe(seconds)
 
 
-def observe_verdicts(verdicts: Sequence[Any]) -> None:
-    """Count a call's verdicts with one increment per series, however many rows it scored."""
-    frauds = sum(1 for verdict in verdicts if verdict.is_fraud)
-    warnings = sum(1 for verdict in verdicts if verdict.ood_warning)
+def observe_scores(scores: Any) -> None:
+    """Count a call's app.model.Scores with one increment per series, however many rows."""
+    rows = len(scores)
+    frauds = int(np.count_nonzero(scores.is_fraud))
+    warnings = int(np.count_nonzero(scores.ood_warning))
     if frauds:
         _FRAUD.inc(frauds)
-    if len(verdicts) > frauds:
-        _LEGITIMATE.inc(len(verdicts) - frauds)
+    if rows > frauds:
+        _LEGITIMATE.inc(rows - frauds)
     if warnings:
         OOD_WARNINGS.inc(warnings)
-    observe_many(SCORES, [verdict.fraud_score for verdict in verdicts])
+    observe_many(SCORES, scores.fraud_score)
 
 
-def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
+def observe_many(histogram: Histogram, values: Sequence[float] | np.ndarray) -> None:
     """histogram.observe(v) for each v, as one increment per bucket touched.
 
     prometheus_client has no weighted observe, and each observe() is two locked writes to the
     multiprocess files: 3.5 ms for a 1,000-row batch (bench profile). This uses the pinned
     client's internal buckets; tests/test_metrics.py checks it against observe() itself.
     """
+    values = np.asarray(values, dtype=np.float64)
     if len(values) == 1:
-        histogram.observe(values[0])
+        histogram.observe(float(values[0]))
         return
-    bounds = histogram._upper_bounds
-    for index, count in Tally(bisect_left(bounds, value) for value in values).items():
-        histogram._buckets[index].inc(count)
-    histogram._sum.inc(sum(values))
+    # A value lands in the first bucket whose upper bound is >= it, as observe() does.
+    buckets = np.searchsorted(histogram._upper_bounds, values, side="left")
+    for index, count in zip(*np.unique(buckets, return_counts=True), strict=True):
+        histogram._buckets[int(index)].inc(int(count))
+    histogram._sum.inc(float(values.sum()))
 
 
 def model_state(version: str | None, engine: str | None, baseline: dict[str, Any] | None) -> None:

@@ -12,7 +12,14 @@ import numpy as np
 
 from app.card import feature_moments, read_card
 from app.conversion import CONVERSION_DIR_ENV, Conversion, convert, load_verdict
-from app.engines import Engine, ModelLoadError, OnnxEngine, SklearnEngine, scores_from_probabilities
+from app.engines import (
+    Engine,
+    ModelLoadError,
+    NotExplainable,
+    OnnxEngine,
+    SklearnEngine,
+    scores_from_probabilities,
+)
 from app.features import FEATURE_NAMES, N_FEATURES, to_model_input
 
 log = logging.getLogger("app.model")
@@ -20,7 +27,7 @@ log = logging.getLogger("app.model")
 EngineChoice = Literal["auto", "onnx", "sklearn"]
 OOD_SIGMAS = 3.0
 
-__all__ = ["ModelLoadError", "Scorer", "Verdict", "load_model"]
+__all__ = ["ModelLoadError", "NotExplainable", "Scorer", "Scores", "load_model"]
 
 
 @dataclass(frozen=True)
@@ -33,12 +40,19 @@ class Artifact:
 
 
 @dataclass(frozen=True)
-class Verdict:
-    """One transaction's outcome."""
+class Scores:
+    """Each row's outcome, as arrays in row order, from one inference call for the whole matrix."""
 
-    fraud_score: int
-    is_fraud: bool
-    ood_warning: bool
+    values: np.ndarray  # (n, 30) float64: the features as scored (as sent, before the float32 cast)
+    probability: np.ndarray  # (n,) float64: P(fraud)
+    fraud_score: np.ndarray  # (n,) int64: round(100 × P(fraud))
+    is_fraud: np.ndarray  # (n,) bool: fraud_score >= FRAUD_THRESHOLD
+    ood_warning: np.ndarray  # (n,) bool
+    contributions: np.ndarray | None = None  # (n, 30) float64 points, when explained
+    baseline: float | None = None  # points, when explained
+
+    def __len__(self) -> int:
+        return len(self.fraud_score)
 
 
 @dataclass
@@ -58,23 +72,39 @@ class Scorer:
         if mean is not None and std is not None:
             self.ood_low, self.ood_high = mean - OOD_SIGMAS * std, mean + OOD_SIGMAS * std
 
-    def score(self, matrix: np.ndarray) -> list[Verdict]:
-        """Verdicts for an (n, 30) float64 matrix of the values as sent, in row order."""
-        probabilities = self.engine.fraud_probability(to_model_input(matrix))
-        scores = scores_from_probabilities(probabilities)
-        ood = self.out_of_distribution(matrix)
-        return [
-            Verdict(score, score >= self.threshold, warn)
-            for score, warn in zip(scores, ood, strict=True)
-        ]
+    @property
+    def explains(self) -> bool:
+        """Whether this model carries reason codes (an old .onnx may not)."""
+        return self.engine.explanation is not None
 
-    def out_of_distribution(self, matrix: np.ndarray) -> list[bool]:
+    def score(self, matrix: np.ndarray, *, explain: bool = False) -> Scores:
+        """Scores for an (n, 30) float64 matrix of the values as sent; with `explain`, reasons too.
+
+        Raises NotExplainable when `explain` is asked of a model without reason codes.
+        """
+        model_input = to_model_input(matrix)
+        contributions = None
+        if explain:
+            probability, contributions = self.engine.explain(model_input)
+        else:
+            probability = self.engine.fraud_probability(model_input)
+        fraud_score = scores_from_probabilities(probability)
+        return Scores(
+            values=matrix,
+            probability=probability,
+            fraud_score=fraud_score,
+            is_fraud=fraud_score >= self.threshold,
+            ood_warning=self.out_of_distribution(matrix),
+            contributions=contributions,
+            baseline=self.engine.baseline if explain else None,
+        )
+
+    def out_of_distribution(self, matrix: np.ndarray) -> np.ndarray:
         """Per row: does any feature lie more than 3 training standard deviations from its mean?"""
         if self.ood_low is None or self.ood_high is None:
-            return [False] * len(matrix)
+            return np.zeros(len(matrix), dtype=bool)
         outside = (matrix < self.ood_low) | (matrix > self.ood_high)
-        flags: list[bool] = np.any(outside, axis=1).tolist()
-        return flags
+        return np.asarray(np.any(outside, axis=1))
 
 
 def read_artifact(path: Path, expected_sha256: str = "") -> Artifact:

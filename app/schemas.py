@@ -35,6 +35,14 @@ def batch_request_model(max_batch_size: int) -> type[BaseModel]:
     )
 
 
+class Reason(BaseModel):
+    """How many fraud-score points one feature moved this transaction's score, and its value."""
+
+    feature: str
+    contribution: float = Field(description="points (100 × probability); may be negative")
+    value: float = Field(description="the feature's value as scored")
+
+
 class ScoreResult(BaseModel):
     """The verdict on one transaction."""
 
@@ -44,6 +52,14 @@ class ScoreResult(BaseModel):
     is_fraud: bool = Field(description="fraud-score >= FRAUD_THRESHOLD")
     ood_warning: bool = Field(
         description="some feature lies more than 3 standard deviations from its training mean"
+    )
+    reasons: list[Reason] | None = Field(
+        None, description="with explain=true: the largest contributions, largest first"
+    )
+    baseline: float | None = Field(
+        None,
+        description="with explain=true: the score before any split; baseline + every "
+        "feature's contribution = 100 × P(fraud)",
     )
 
 
@@ -86,6 +102,9 @@ class ModelInfo(BaseModel):
     trained_at: str | None
     sklearn_version: str | None
     engine: str = Field(description="onnx or sklearn")
+    explanation: str | None = Field(
+        description="the reason codes served: tree-path, or null when the model carries none"
+    )
     n_estimators: int | None
     features: list[str]
     feature_importance: dict[str, float]

@@ -168,7 +168,7 @@ def test_artifact_without_card_is_served_without_ood(tmp_path: Path) -> None:
     scorer = load_model(path)
 
     far_out = np.full((1, N_FEATURES), 1e9)
-    assert scorer.out_of_distribution(far_out) == [False]
+    assert scorer.out_of_distribution(far_out).tolist() == [False]
     assert set(scorer.card["feature_importance"]) == set(read_card_features())
 
 
@@ -184,19 +184,26 @@ def test_out_of_distribution_is_per_row(model_path: Path) -> None:
     means = np.array([[value["mean"] for value in stats.values()]] * 3)
     means[1, 29] = stats["Amount"]["mean"] + 3.5 * stats["Amount"]["std"]
     means[2, 0] = stats["Time"]["mean"] - 3.5 * stats["Time"]["std"]
-    assert scorer.out_of_distribution(means) == [False, True, True]
+    assert scorer.out_of_distribution(means).tolist() == [False, True, True]
 
 
 def test_scores_use_pythons_round() -> None:
-    assert scores_from_probabilities(np.array([0.0, 0.004, 0.005, 0.125, 0.994, 0.996, 1.0])) == [
-        0,
-        0,
-        0,
-        12,
-        99,
-        100,
-        100,
-    ]
+    probabilities = np.array([0.0, 0.004, 0.005, 0.125, 0.994, 0.996, 1.0])
+    assert scores_from_probabilities(probabilities).tolist() == [0, 0, 0, 12, 99, 100, 100]
+
+
+def test_vectorised_scores_equal_pythons_round_on_every_half_and_its_neighbours() -> None:
+    halves = np.arange(0, 201) / 200  # 100 × p lands on every .0 and .5 (as near as doubles go)
+    probabilities = np.concatenate(
+        [
+            halves,
+            np.nextafter(halves, 0),
+            np.nextafter(halves, 1),
+            np.random.default_rng(3).random(10_000),
+        ]
+    ).clip(0, 1)
+    expected = [round(100.0 * p) for p in probabilities.tolist()]
+    assert scores_from_probabilities(probabilities).tolist() == expected
 
 
 def test_workers_use_the_start_commands_conversion_without_unpickling(

@@ -1,10 +1,12 @@
 """Dependencies the routes share: the loaded scorer, the client's rate limit, a bounded body."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
 
 from app import metrics
+from app.api.inference import NO_EXPLAIN, Explain
 from app.errors import BodyTooLarge, ModelUnavailable, RateLimited
 from app.model import Scorer
 from app.security import require_api_key
@@ -50,4 +52,51 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+MAX_REASONS = 30
+_BOOLEANS = {"true": True, "false": False}
+
+
+async def explain_options(request: Request) -> Explain:
+    """`explain` (true/false) and `max_reasons` (1-30), or 422 naming the bad parameter."""
+    query = request.query_params
+    if "explain" not in query and "max_reasons" not in query:
+        return NO_EXPLAIN
+    problems = []
+    enabled = _BOOLEANS.get(query.get("explain", "false").lower())
+    if enabled is None:
+        problems.append(("explain", "Input should be true or false", "bool_parsing"))
+    raw_max = query.get("max_reasons", "3")
+    max_reasons = int(raw_max) if raw_max.isascii() and raw_max.isdigit() else 0
+    if not 1 <= max_reasons <= MAX_REASONS:
+        problems.append(
+            ("max_reasons", f"Input should be an integer from 1 to {MAX_REASONS}", "max_reasons")
+        )
+    if problems:
+        raise RequestValidationError(
+            [{"loc": ("query", name), "msg": msg, "type": kind} for name, msg, kind in problems]
+        )
+    return Explain(bool(enabled), max_reasons)
+
+
+def explain_parameters() -> list[dict[str, Any]]:
+    """The OpenAPI description of the parameters `explain_options` reads."""
+    return [
+        {
+            "name": "explain",
+            "in": "query",
+            "required": False,
+            "description": "true: each result also carries `reasons` and `baseline`",
+            "schema": {"type": "boolean", "default": False},
+        },
+        {
+            "name": "max_reasons",
+            "in": "query",
+            "required": False,
+            "description": "how many reasons per result, largest contribution first (with explain)",
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_REASONS, "default": 3},
+        },
+    ]
+
+
 ScorerDep = Annotated[Scorer, Depends(_scorer_dependency)]
+ExplainDep = Annotated[Explain, Depends(explain_options)]

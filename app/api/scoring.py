@@ -1,19 +1,28 @@
 """POST /v1/fraud-score, POST /v1/fraud-score/batch and GET /v1/model-info."""
 
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Depends, Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
-from starlette.concurrency import run_in_threadpool
+from pydantic import BaseModel
 from starlette.responses import Response
 
 from app import metrics
-from app.api.deps import ScorerDep, current_scorer, enforce_rate_limit, read_body
+from app.api.deps import (
+    ExplainDep,
+    ScorerDep,
+    current_scorer,
+    enforce_rate_limit,
+    explain_parameters,
+    read_body,
+)
+from app.api.inference import score
+from app.api.results import batch_body, result_dicts
 from app.config import Settings
-from app.errors import json_response, validation_error
-from app.features import FEATURE_NAMES, row_values, to_matrix
-from app.model import Scorer, Verdict
+from app.errors import JSON, json_response
+from app.features import FEATURE_NAMES
+from app.parsing import matrix_of_models, matrix_of_objects, parse_with_fast_path, require_json
 from app.schemas import (
     BatchResponse,
     ErrorBody,
@@ -36,9 +45,11 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody} for status in statuses}
 
 
-def _json_body(model: type[BaseModel]) -> dict[str, Any]:
-    """The OpenAPI request body of a route that parses its own JSON (see `_parse`)."""
-    return {
+def json_body(
+    model: type[BaseModel], parameters: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The OpenAPI request body (and query parameters) of a route that parses its own JSON."""
+    extra: dict[str, Any] = {
         "requestBody": {
             "required": True,
             "content": {
@@ -46,55 +57,39 @@ def _json_body(model: type[BaseModel]) -> dict[str, Any]:
             },
         }
     }
+    if parameters:
+        extra["parameters"] = parameters
+    return extra
 
 
-def _is_json(content_type: str | None) -> bool:
-    """FastAPI's rule: no Content-Type, application/json, or an application/*+json type."""
-    if content_type is None:
-        return True
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    return media_type == "application/json" or (
-        media_type.startswith("application/") and media_type.endswith("+json")
+def parse_transaction(body: bytes) -> np.ndarray:
+    """One transaction object → a (1, 30) matrix, or 422."""
+    return parse_with_fast_path(
+        body,
+        lambda document: matrix_of_objects([document]),
+        Transaction,
+        lambda transaction: matrix_of_models([transaction]),
     )
 
 
-def _parse(model: type[BaseModel], request: Request, body: bytes) -> Any:
-    if not _is_json(request.headers.get("content-type")):
-        raise RequestValidationError(
-            [
-                {
-                    "loc": ("body",),
-                    "msg": "Content-Type must be application/json",
-                    "type": "content_type",
-                }
-            ]
+def batch_parser(max_batch_size: int) -> Callable[[bytes], np.ndarray]:
+    """`{"transactions": [1 … max_batch_size objects]}` → an (n, 30) matrix, or 422."""
+    model = batch_request_model(max_batch_size)
+
+    def fast(document: Any) -> np.ndarray | None:
+        if type(document) is not dict or len(document) != 1:
+            return None
+        items = document.get("transactions")
+        if type(items) is not list or not 1 <= len(items) <= max_batch_size:
+            return None
+        return matrix_of_objects(items)
+
+    def parse(body: bytes) -> np.ndarray:
+        return parse_with_fast_path(
+            body, fast, model, lambda batch: matrix_of_models(batch.transactions)
         )
-    # pydantic-core's own JSON parser: one pass from bytes to a validated object, and it reports
-    # NaN/Infinity tokens, overflowing literals and huge integers as 422s (json.loads would not).
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as error:
-        raise validation_error(error, "body") from None
 
-
-async def _score(scorer: Scorer, rows: list[tuple[float, ...]]) -> list[Verdict]:
-    matrix = to_matrix(rows)
-    # ONNX scores a few rows in microseconds: cheaper inline than a threadpool hop. Anything
-    # slower (scikit-learn, big batches) runs in the threadpool so the event loop keeps serving.
-    if scorer.engine.name == "onnx" and len(rows) <= 64:
-        verdicts = scorer.score(matrix)
-    else:
-        verdicts = await run_in_threadpool(scorer.score, matrix)
-    metrics.observe_verdicts(verdicts)
-    return verdicts
-
-
-def _result(verdict: Verdict) -> dict[str, Any]:
-    return {
-        "fraud-score": verdict.fraud_score,
-        "is-fraud": verdict.is_fraud,
-        "ood-warning": verdict.ood_warning,
-    }
+    return parse
 
 
 def build_router(settings: Settings) -> APIRouter:
@@ -107,39 +102,41 @@ def build_router(settings: Settings) -> APIRouter:
     )
     batch_request = batch_request_model(settings.max_batch_size)
     batch_limit = batch_body_limit(settings.max_batch_size)
+    parse_batch = batch_parser(settings.max_batch_size)
 
     @router.post(
         "/fraud-score",
         response_model=ScoreResponse,
-        openapi_extra=_json_body(Transaction),
+        response_model_exclude_none=True,
+        openapi_extra=json_body(Transaction, explain_parameters()),
         responses=_errors(413, 422, 503),
         summary="Score one transaction",
     )
-    async def score_transaction(request: Request) -> Response:
-        transaction = _parse(Transaction, request, await read_body(request, SINGLE_BODY_LIMIT))
+    async def score_transaction(request: Request, explain: ExplainDep) -> Response:
+        body = await read_body(request, SINGLE_BODY_LIMIT)
+        require_json(request.headers.get("content-type"))
+        matrix = parse_transaction(body)
         scorer = current_scorer(request)
-        (verdict,) = await _score(scorer, [row_values(transaction)])
-        request.state.model_version = scorer.version
-        request.state.score_bucket = verdict.fraud_score // 10 * 10
-        return json_response({**_result(verdict), "model-version": scorer.version})
+        scores = await score(request, scorer, matrix, explain)
+        (result,) = result_dicts(scores, explain)
+        return json_response({**result, "model-version": scorer.version})
 
     @router.post(
         "/fraud-score/batch",
         response_model=BatchResponse,
-        openapi_extra=_json_body(batch_request),
+        response_model_exclude_none=True,
+        openapi_extra=json_body(batch_request, explain_parameters()),
         responses=_errors(413, 422, 503),
         summary=f"Score 1 to {settings.max_batch_size} transactions in one call",
     )
-    async def score_batch(request: Request) -> Response:
-        batch = _parse(batch_request, request, await read_body(request, batch_limit))
+    async def score_batch(request: Request, explain: ExplainDep) -> Response:
+        body = await read_body(request, batch_limit)
+        require_json(request.headers.get("content-type"))
+        matrix = parse_batch(body)
         scorer = current_scorer(request)
-        verdicts = await _score(scorer, [row_values(item) for item in batch.transactions])
-        metrics.BATCH_SIZE.observe(len(verdicts))
-        request.state.model_version = scorer.version
-        request.state.transactions = len(verdicts)
-        return json_response(
-            {"model-version": scorer.version, "results": [_result(v) for v in verdicts]}
-        )
+        scores = await score(request, scorer, matrix, explain)
+        metrics.BATCH_SIZE.observe(len(scores))
+        return Response(batch_body(scores, scorer.version, explain), media_type=JSON)
 
     @router.get(
         "/model-info",
@@ -155,6 +152,7 @@ def build_router(settings: Settings) -> APIRouter:
             "trained-at": card.get("trained_at"),
             "sklearn-version": (card.get("versions") or {}).get("scikit-learn"),
             "engine": scorer.engine.name,
+            "explanation": scorer.engine.explanation,
             "n-estimators": card.get("n_estimators")
             or (card.get("params") or {}).get("n_estimators"),
             "features": list(FEATURE_NAMES),

@@ -1,0 +1,180 @@
+"""The fast JSON path accepts only what the strict models accept, with bit-identical values."""
+
+import json
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from fastapi.exceptions import RequestValidationError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.api.scoring import batch_parser, parse_transaction
+from app.features import FEATURE_NAMES
+from app.parsing import matrix_of_models, matrix_of_objects, require_json, strict
+from app.schemas import Transaction, batch_request_model
+
+MAX_BATCH = 5
+BATCH_MODEL = batch_request_model(MAX_BATCH)
+BASE = {name: float(index) / 7 for index, name in enumerate(FEATURE_NAMES)}
+
+# Number literals where two correct parsers could still disagree: halfway cases, the edges of the
+# subnormals, underflow to zero, huge integers that fit in a double and ones that overflow it.
+TRICKY_LITERALS = [
+    "0", "-0", "-0.0", "1E5", "1e+5", "1.5e-5", "123456789012345678901234567890",
+    "9007199254740993", "18446744073709551616", "1" * 309, "1" * 400, "1e308", "1.8e308",
+    "1e999", "-1e999", "2.2250738585072011e-308", "4.9406564584124654e-324", "1e-400",
+    "-1e-400", "0.1", "1.0000000000000002220446049250313080847263336181640625",
+    "3.4028235677973366e38", "NaN", "Infinity", "-Infinity", "01", "1.", ".5", "+1", "0x10",
+    "true", "false", "null", '"1.5"', "[1]", "{}",
+]  # fmt: skip
+
+
+def body_with(name: str, literal: str) -> bytes:
+    """A transaction with one feature's value written as this exact JSON text."""
+    parts = [f'"{key}":{literal if key == name else repr(BASE[key])}' for key in FEATURE_NAMES]
+    return ("{" + ",".join(parts) + "}").encode()
+
+
+def strict_matrix(body: bytes) -> np.ndarray | None:
+    try:
+        return matrix_of_models([strict(Transaction, body)])
+    except RequestValidationError:
+        return None
+
+
+def fast_matrix(body: bytes) -> np.ndarray | None:
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return matrix_of_objects([document])
+
+
+def assert_fast_agrees(body: bytes) -> None:
+    """Fast accepts ⇒ strict accepts the same values, to the bit (the sign of zero included)."""
+    fast, expected = fast_matrix(body), strict_matrix(body)
+    if fast is not None:
+        assert expected is not None, body[:200]
+        assert fast.tobytes() == expected.tobytes(), body[:200]
+
+
+@pytest.mark.parametrize("literal", TRICKY_LITERALS)
+@pytest.mark.parametrize("name", ["Time", "V14", "Amount"])
+def test_tricky_literals(name: str, literal: str) -> None:
+    body = body_with(name, literal)
+    assert_fast_agrees(body)
+    # And the route's parser (fast path first) gives the strict verdict either way.
+    expected = strict_matrix(body)
+    if expected is None:
+        with pytest.raises(RequestValidationError):
+            parse_transaction(body)
+    else:
+        assert parse_transaction(body).tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{}",
+        b"[]",
+        b"null",
+        b"1.5",
+        b'"x"',
+        json.dumps([BASE]).encode(),
+        json.dumps({**BASE, "extra": 1.0}).encode(),
+        json.dumps({k: v for k, v in BASE.items() if k != "V3"}).encode(),
+        json.dumps({k: v for k, v in BASE.items() if k != "V3"} | {"v3": 1.0}).encode(),
+        json.dumps(BASE).encode().replace(b'"Time"', b'"\\u0054ime"'),
+        json.dumps(BASE).encode().replace(b'"Time"', b'"Time ', 1),
+        # duplicate keys: both parsers keep the last one
+        json.dumps(BASE).encode().replace(b"{", b'{"Amount": 99.5, ', 1),
+        json.dumps(BASE).encode()[:-5],
+        b"\xff\xfe",
+        json.dumps(BASE).encode() + b" trailing",
+    ],
+)
+def test_odd_documents(body: bytes) -> None:
+    assert_fast_agrees(body)
+
+
+def test_duplicate_keys_keep_the_last_value() -> None:
+    body = json.dumps(BASE).encode().replace(b'"Amount": ', b'"Amount": 1.25, "Amount": ', 1)
+    assert parse_transaction(body)[0, FEATURE_NAMES.index("Amount")] == BASE["Amount"]
+
+
+json_values = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.floats(width=32, allow_nan=False, allow_infinity=False),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=3),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(FEATURE_NAMES), json_values, min_size=28),
+    st.booleans(),
+)
+def test_random_transactions(values: dict[str, Any], add_unknown: bool) -> None:
+    document = {**values, "unknown": 1.0} if add_unknown else values
+    assert_fast_agrees(json.dumps(document).encode())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.fixed_dictionaries({name: st.floats(-1e6, 1e6) for name in FEATURE_NAMES})))
+def test_batches_agree_with_the_strict_model(transactions: list[dict[str, float]]) -> None:
+    body = json.dumps({"transactions": transactions}).encode()
+    parse = batch_parser(MAX_BATCH)
+    if 1 <= len(transactions) <= MAX_BATCH:
+        expected = matrix_of_models(strict(BATCH_MODEL, body).transactions)
+        assert parse(body).tobytes() == expected.tobytes()
+    else:
+        with pytest.raises(RequestValidationError):
+            parse(body)
+
+
+def test_batch_errors_come_from_the_strict_model_with_the_bad_index() -> None:
+    transactions = [BASE, {**BASE, "V9": True}, BASE]
+    with pytest.raises(RequestValidationError) as caught:
+        batch_parser(MAX_BATCH)(json.dumps({"transactions": transactions}).encode())
+    locations = [error["loc"] for error in caught.value.errors()]
+    assert locations == [("body", "transactions", 1, "V9")]
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"transactions": []},
+        {"transactions": [BASE] * (MAX_BATCH + 1)},
+        {"transactions": [BASE], "extra": 1},
+        {"transactions": BASE},
+        [BASE],
+    ],
+)
+def test_batch_shapes_the_strict_model_refuses(document: Any) -> None:
+    with pytest.raises(RequestValidationError):
+        batch_parser(MAX_BATCH)(json.dumps(document).encode())
+
+
+@pytest.mark.parametrize(
+    ("content_type", "accepted"),
+    [
+        (None, True),
+        ("application/json", True),
+        ("Application/JSON; charset=utf-8", True),
+        ("application/vnd.api+json", True),
+        ("text/plain", False),
+        ("application/x-www-form-urlencoded", False),
+        ("multipart/form-data; boundary=x", False),
+    ],
+)
+def test_content_type_rule(content_type: str | None, accepted: bool) -> None:
+    if accepted:
+        require_json(content_type)
+    else:
+        with pytest.raises(RequestValidationError):
+            require_json(content_type)
