@@ -40,6 +40,30 @@ class RateLimited(ServiceError):
     error = "rate_limited"
 
 
+class UnknownTransaction(ServiceError):
+    status_code = 404
+    error = "unknown_transaction"
+    detail = "No features are stored for this transaction id (never written, or expired)"
+
+
+class FeatureStoreNotConfigured(ServiceError):
+    status_code = 501
+    error = "feature_store_not_configured"
+    detail = "Scoring by transaction id needs an online feature store: FEATURE_STORE_URI is empty"
+
+
+class InvalidFeatureRecord(ServiceError):
+    status_code = 502
+    error = "invalid_feature_record"
+    detail = "The features stored for this transaction id break the request body's rules"
+
+
+class FeatureStoreUnavailable(ServiceError):
+    status_code = 503
+    error = "feature_store_unavailable"
+    detail = "The online feature store cannot be reached or did not answer in time"
+
+
 class ModelUnavailable(ServiceError):
     status_code = 503
     error = "model_unavailable"

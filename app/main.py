@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
 
 from app import metrics
 from app.api import ops, scoring
@@ -81,14 +82,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+def component_schemas(model: type[BaseModel]) -> dict[str, Any]:
+    """A request model's JSON schema and those it nests, as OpenAPI components."""
+    model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    nested = model_schema.pop("$defs", {})
+    return {**nested, model.__name__: model_schema}
+
+
 def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
     if app.openapi_schema is None:
         schema = get_openapi(
             title=app.title, version=app.version, summary=app.summary, routes=app.routes
         )
-        schema.setdefault("components", {}).setdefault("schemas", {}).update(
-            scoring.request_schemas(settings)
-        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in scoring.request_models(settings):
+            components.update(component_schemas(model))
         app.openapi_schema = schema
     return app.openapi_schema
 

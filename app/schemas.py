@@ -2,9 +2,9 @@
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
-from app.features import FEATURE_NAMES
+from app.features import FEATURE_NAMES, TRANSACTION_ID
 
 # strict: a JSON number only (no "1.5", true or null); allow_inf_nan=False: NaN, Infinity and
 # literals that overflow a double (1e999, a 400-digit integer) are refused as non-finite.
@@ -43,6 +43,32 @@ class Reason(BaseModel):
     value: float = Field(description="the feature's value as scored")
 
 
+TransactionId = Annotated[
+    str,
+    StringConstraints(
+        strict=True, min_length=1, max_length=128, pattern=f"^{TRANSACTION_ID.pattern}$"
+    ),
+    Field(description="1-128 characters of A-Z a-z 0-9 . _ : -", examples=["txn-000042"]),
+]
+
+
+class ByIdRequest(BaseModel):
+    """Score the features the online store holds for one transaction id."""
+
+    model_config = _STRICT_OBJECT
+
+    transaction_id: TransactionId
+
+
+def by_id_batch_request_model(max_batch_size: int) -> type[BaseModel]:
+    """The by-id batch body, whose length bound is the configured MAX_BATCH_SIZE."""
+    return create_model(
+        "ByIdBatchRequest",
+        __config__=_STRICT_OBJECT,
+        transaction_ids=(list[TransactionId], Field(min_length=1, max_length=max_batch_size)),
+    )
+
+
 class ScoreResult(BaseModel):
     """The verdict on one transaction."""
 
@@ -76,6 +102,36 @@ class BatchResponse(BaseModel):
 
     model_version: str
     results: list[ScoreResult]
+
+
+class ByIdResponse(ScoreResponse):
+    """The by-id answer: the single endpoint's, for the stored features, plus the id."""
+
+    transaction_id: str
+
+
+class ByIdResult(BaseModel):
+    """One id's outcome in a by-id batch: scored (with the single route's fields) or why not."""
+
+    model_config = _HYPHENATED
+
+    transaction_id: str
+    status: str = Field(description="scored, not_found or invalid_record")
+    fraud_score: int | None = Field(None, ge=0, le=100)
+    is_fraud: bool | None = None
+    ood_warning: bool | None = None
+    model_version: str | None = None
+    reasons: list[Reason] | None = None
+    baseline: float | None = None
+
+
+class ByIdBatchResponse(BaseModel):
+    """The by-id batch answer: one result per id, in request order."""
+
+    model_config = _HYPHENATED
+
+    model_version: str
+    results: list[ByIdResult]
 
 
 class TrainingMetrics(BaseModel):

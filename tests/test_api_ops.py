@@ -72,8 +72,8 @@ def test_model_info(client: TestClient, model_path: Path) -> None:
     assert response.status_code == 200
     info = response.json()
     assert set(info) == {
-        "model-version", "trained-at", "sklearn-version", "engine", "n-estimators", "features",
-        "feature-importance", "threshold", "metrics", "artifact-sha256",
+        "model-version", "trained-at", "sklearn-version", "engine", "explanation", "n-estimators",
+        "features", "feature-importance", "threshold", "metrics", "artifact-sha256",
     }  # fmt: skip
     assert info["engine"] == "onnx"
     assert info["n-estimators"] == 20

@@ -27,7 +27,12 @@ NO_EXPLAIN = Explain()
 
 
 async def score(
-    request: Request, scorer: Scorer, matrix: np.ndarray, explain: Explain = NO_EXPLAIN
+    request: Request,
+    scorer: Scorer,
+    matrix: np.ndarray,
+    explain: Explain = NO_EXPLAIN,
+    *,
+    batch: bool,
 ) -> Scores:
     """Score validated rows, count them in the metrics, and note the call in the request's log."""
     if explain.enabled and not scorer.explains:
@@ -47,8 +52,8 @@ async def score(
         scores = await run_in_threadpool(scorer.score, matrix, explain=explain.enabled)
     metrics.observe_scores(scores)
     request.state.model_version = scorer.version
-    if len(scores) == 1:
-        request.state.score_bucket = int(scores.fraud_score[0]) // 10 * 10
-    else:
+    if batch:
         request.state.transactions = len(scores)
+    else:
+        request.state.score_bucket = int(scores.fraud_score[0]) // 10 * 10
     return scores

@@ -41,7 +41,7 @@ def batch_body_limit(max_batch_size: int) -> int:
     return SINGLE_BODY_LIMIT + max_batch_size * BATCH_BYTES_PER_TRANSACTION
 
 
-def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+def service_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody} for status in statuses}
 
 
@@ -98,7 +98,7 @@ def build_router(settings: Settings) -> APIRouter:
         prefix="/v1",
         tags=["scoring"],
         dependencies=[Depends(enforce_rate_limit)],
-        responses=_errors(403, 429),
+        responses=service_errors(403, 429),
     )
     batch_request = batch_request_model(settings.max_batch_size)
     batch_limit = batch_body_limit(settings.max_batch_size)
@@ -109,7 +109,7 @@ def build_router(settings: Settings) -> APIRouter:
         response_model=ScoreResponse,
         response_model_exclude_none=True,
         openapi_extra=json_body(Transaction, explain_parameters()),
-        responses=_errors(413, 422, 503),
+        responses=service_errors(413, 422, 503),
         summary="Score one transaction",
     )
     async def score_transaction(request: Request, explain: ExplainDep) -> Response:
@@ -117,7 +117,7 @@ def build_router(settings: Settings) -> APIRouter:
         require_json(request.headers.get("content-type"))
         matrix = parse_transaction(body)
         scorer = current_scorer(request)
-        scores = await score(request, scorer, matrix, explain)
+        scores = await score(request, scorer, matrix, explain, batch=False)
         (result,) = result_dicts(scores, explain)
         return json_response({**result, "model-version": scorer.version})
 
@@ -126,7 +126,7 @@ def build_router(settings: Settings) -> APIRouter:
         response_model=BatchResponse,
         response_model_exclude_none=True,
         openapi_extra=json_body(batch_request, explain_parameters()),
-        responses=_errors(413, 422, 503),
+        responses=service_errors(413, 422, 503),
         summary=f"Score 1 to {settings.max_batch_size} transactions in one call",
     )
     async def score_batch(request: Request, explain: ExplainDep) -> Response:
@@ -134,14 +134,14 @@ def build_router(settings: Settings) -> APIRouter:
         require_json(request.headers.get("content-type"))
         matrix = parse_batch(body)
         scorer = current_scorer(request)
-        scores = await score(request, scorer, matrix, explain)
+        scores = await score(request, scorer, matrix, explain, batch=True)
         metrics.BATCH_SIZE.observe(len(scores))
         return Response(batch_body(scores, scorer.version, explain), media_type=JSON)
 
     @router.get(
         "/model-info",
         response_model=ModelInfo,
-        responses=_errors(503),
+        responses=service_errors(503),
         summary="What model is served",
     )
     async def model_info(scorer: ScorerDep) -> dict[str, Any]:
@@ -174,11 +174,6 @@ def build_router(settings: Settings) -> APIRouter:
     return router
 
 
-def request_schemas(settings: Settings) -> dict[str, dict[str, Any]]:
-    """JSON schemas of the request bodies, for the OpenAPI components the routes refer to."""
-    batch = batch_request_model(settings.max_batch_size)
-    schemas = {"Transaction": Transaction.model_json_schema()}
-    batch_schema = batch.model_json_schema(ref_template="#/components/schemas/{model}")
-    batch_schema.pop("$defs", None)
-    schemas[batch.__name__] = batch_schema
-    return schemas
+def request_models(settings: Settings) -> list[type[BaseModel]]:
+    """The request bodies these routes parse themselves, for the OpenAPI components."""
+    return [Transaction, batch_request_model(settings.max_batch_size)]
