@@ -6,6 +6,7 @@ import numpy as np
 
 from app.contributions import (
     REASONS_OUTPUT,
+    REASONS_TARGETS,
     TREE_PATH,
     Decomposition,
     ReasonsUnavailable,
@@ -98,6 +99,10 @@ class OnnxEngine:
             )
         self._outputs = ["probabilities"]
         self._explain_session = None if graphs.explain is None else _session(graphs.explain)
+        if self._explain_session is not None:
+            outputs = [(o.name, o.shape[-1]) for o in self._explain_session.get_outputs()]
+            if outputs != [(REASONS_OUTPUT, REASONS_TARGETS)]:
+                raise ModelLoadError(f"the ONNX explain graph does not output {REASONS_OUTPUT}")
         self.explanation = graphs.explanation
         self.baseline = graphs.baseline
 
