@@ -1,11 +1,15 @@
 """A fitted forest → ONNX, kept only if it gives scikit-learn's integer scores on a probe set.
 
+The graph carries the reason-code regressor (app.contributions) when its explanations check out
+on the probe set too: the same P(fraud) to the bit, scikit-learn's contributions, additivity.
+
 The start command runs it once, in a short-lived child process, and leaves the verdict for the
 workers (keyed by the artifact's SHA-256): workers then load the graph without unpickling the
 artifact or importing scikit-learn and skl2onnx, which would cost each of them ~120 MiB.
 """
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,12 +17,17 @@ from typing import Any
 import numpy as np
 
 from app.card import feature_moments
-from app.engines import OnnxEngine, SklearnEngine, scores_from_probabilities
+from app.contributions import ReasonsUnavailable, with_reasons
+from app.engines import ModelLoadError, OnnxEngine, SklearnEngine, scores_from_probabilities
 from app.features import N_FEATURES, to_model_input
+
+log = logging.getLogger("app.conversion")
 
 ONNX_TARGET_OPSET = {"": 18, "ai.onnx.ml": 3}
 CONVERSION_DIR_ENV = "FRAUD_CONVERSION_DIR"
 PARITY_PROBE_ROWS = 4000
+SINGLE_ROW_PROBES = 64  # ONNX Runtime takes another code path for one row: check it too
+REASONS_TOLERANCE = 1e-3  # points: the contract's additivity bound
 
 
 @dataclass(frozen=True)
@@ -53,15 +62,51 @@ def parity_probe(card: dict[str, Any] | None, rows: int = PARITY_PROBE_ROWS) -> 
     return to_model_input(mean + rng.standard_normal((rows, N_FEATURES)) * std * spread)
 
 
+def to_served_onnx_bytes(reference: SklearnEngine, card: dict[str, Any] | None) -> bytes:
+    """The graph to serve: the classifier, with the reasons regressor unless it fails its checks
+    (then without it, logged: the model is served without reason codes)."""
+    onnx_bytes = to_onnx_bytes(reference.estimator)
+    try:
+        return explained_graph(reference, onnx_bytes, parity_probe(card))
+    except Exception as error:  # reason codes are an addition: never lose the ONNX path to them
+        why = str(error) if isinstance(error, ReasonsUnavailable) else type(error).__name__
+        log.warning("ONNX graph without reason codes: %s", why)
+        return onnx_bytes
+
+
+def explained_graph(reference: SklearnEngine, onnx_bytes: bytes, probe: np.ndarray) -> bytes:
+    """The classifier graph plus the reasons regressor, checked on the probe rows against the
+    classifier and scikit-learn; raises ReasonsUnavailable saying which check failed."""
+    if reference.decomposition is None:
+        raise ReasonsUnavailable("the model is not a random forest")
+    augmented = with_reasons(onnx_bytes, reference.decomposition)
+    try:
+        served = OnnxEngine(augmented)
+    except ModelLoadError as error:
+        raise ReasonsUnavailable(str(error)) from None
+    singles = [probe[i : i + 1] for i in range(min(SINGLE_ROW_PROBES, len(probe)))]
+    for rows in (probe, *singles):
+        if not np.array_equal(served.explain(rows)[0], served.fraud_probability(rows)):
+            raise ReasonsUnavailable("the reasons graph's P(fraud) differs from the classifier's")
+    probability, contributions = served.explain(probe)
+    if np.abs(contributions - reference.explain(probe)[1]).max() > REASONS_TOLERANCE:
+        raise ReasonsUnavailable("the reasons graph's contributions differ from scikit-learn's")
+    additivity = reference.decomposition.baseline + contributions.sum(axis=1) - 100 * probability
+    if np.abs(additivity).max() > REASONS_TOLERANCE:
+        raise ReasonsUnavailable("the reasons graph's contributions do not add up to the score")
+    return augmented
+
+
 def convert(estimator: Any, card: dict[str, Any] | None) -> Conversion:
     """Convert and compare integer scores with scikit-learn; never raises."""
+    reference = SklearnEngine(estimator)
     try:
-        onnx_bytes = to_onnx_bytes(estimator)
+        onnx_bytes = to_served_onnx_bytes(reference, card)
         converted = OnnxEngine(onnx_bytes)
     except Exception as error:  # skl2onnx refuses estimators it cannot convert
         return Conversion(None, f"ONNX conversion failed ({type(error).__name__})")
     probe = parity_probe(card)
-    expected = scores_from_probabilities(SklearnEngine(estimator).fraud_probability(probe))
+    expected = scores_from_probabilities(reference.fraud_probability(probe))
     actual = scores_from_probabilities(converted.fraud_probability(probe))
     mismatches = sum(a != b for a, b in zip(expected, actual, strict=True))
     if mismatches:

@@ -4,6 +4,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from app.contributions import (
+    REASONS_OUTPUT,
+    REASONS_TARGETS,
+    TREE_PATH,
+    Decomposition,
+    ReasonsUnavailable,
+    split,
+)
 from app.features import N_FEATURES
 
 
@@ -41,8 +49,6 @@ class SklearnEngine:
     """scikit-learn's predict_proba: the reference, and the fallback when ONNX disagrees."""
 
     name = "sklearn"
-    explanation: str | None = None
-    baseline: float | None = None
 
     def __init__(self, estimator: Any) -> None:
         if hasattr(estimator, "n_jobs"):
@@ -50,36 +56,39 @@ class SklearnEngine:
             estimator.n_jobs = None
         self.estimator = estimator
         self._fraud_column = list(estimator.classes_).index(1)
+        try:
+            self.decomposition: Decomposition | None = Decomposition.of_forest(estimator)
+        except ReasonsUnavailable:
+            self.decomposition = None
+        self.explanation = None if self.decomposition is None else TREE_PATH
+        self.baseline = None if self.decomposition is None else self.decomposition.baseline
 
     def fraud_probability(self, matrix: np.ndarray) -> np.ndarray:
         probabilities = self.estimator.predict_proba(matrix)
         return np.asarray(probabilities[:, self._fraud_column], dtype=np.float64)
 
     def explain(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        raise NotExplainable
+        if self.decomposition is None:
+            raise NotExplainable
+        leaves = self.estimator.apply(matrix)
+        return self.fraud_probability(matrix), self.decomposition.contributions(leaves)
 
 
 class OnnxEngine:
-    """ONNX Runtime, one intra-op thread per session: the workers already fill the cores."""
+    """ONNX Runtime, one intra-op thread per session: the workers already fill the cores.
+
+    Two sessions when the graph carries reason codes: the classifier alone for plain scoring, and
+    the reasons regressor, whose one traversal gives the contributions and the same P(fraud).
+    """
 
     name = "onnx"
-    explanation: str | None = None
-    baseline: float | None = None
 
     def __init__(self, model_bytes: bytes) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(
-                model_bytes, sess_options=options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as error:  # onnxruntime raises its own types for corrupt graphs
-            raise ModelLoadError(f"not a loadable ONNX model ({type(error).__name__})") from None
+            graphs = split(model_bytes)
+        except ValueError as error:
+            raise ModelLoadError(f"not a loadable ONNX model ({error})") from None
+        self.session = _session(graphs.plain)
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or inputs[0].shape[-1] not in (N_FEATURES, None, "N"):
             raise ModelLoadError(f"the ONNX graph does not take one ({N_FEATURES},) float input")
@@ -89,13 +98,42 @@ class OnnxEngine:
                 "the ONNX graph has no 'probabilities' output (export with zipmap off)"
             )
         self._outputs = ["probabilities"]
+        self._explain_session = None if graphs.explain is None else _session(graphs.explain)
+        if self._explain_session is not None:
+            outputs = [(o.name, o.shape[-1]) for o in self._explain_session.get_outputs()]
+            if outputs != [(REASONS_OUTPUT, REASONS_TARGETS)]:
+                raise ModelLoadError(f"the ONNX explain graph does not output {REASONS_OUTPUT}")
+        self.explanation = graphs.explanation
+        self.baseline = graphs.baseline
 
     def fraud_probability(self, matrix: np.ndarray) -> np.ndarray:
         (probabilities,) = self.session.run(self._outputs, {self._input_name: matrix})
         return np.asarray(probabilities[:, 1], dtype=np.float64)
 
     def explain(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        raise NotExplainable
+        if self._explain_session is None:
+            raise NotExplainable
+        (reasons,) = self._explain_session.run([REASONS_OUTPUT], {self._input_name: matrix})
+        return (
+            np.asarray(reasons[:, N_FEATURES], dtype=np.float64),
+            np.asarray(reasons[:, :N_FEATURES], dtype=np.float64),
+        )
+
+
+def _session(model_bytes: bytes) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(
+            model_bytes, sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as error:  # onnxruntime raises its own types for corrupt graphs
+        raise ModelLoadError(f"not a loadable ONNX model ({type(error).__name__})") from None
 
 
 def scores_from_probabilities(probabilities: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from app.card import card_path, write_card
+from app.contributions import TREE_PATH, Decomposition
 from app.features import FEATURE_NAMES
 from app.synthetic import generate
 
@@ -96,7 +97,8 @@ def train(
     model.fit(x_train.astype(np.float32), y_train)
     model.n_jobs = None  # parallel dispatch costs ~20 ms per single-row prediction when serving
 
-    probabilities = model.predict_proba(x_test.astype(np.float32))[:, 1]
+    holdout = x_test.astype(np.float32)
+    probabilities = model.predict_proba(holdout)[:, 1]
     scores = np.array([round(100.0 * p) for p in probabilities.tolist()])
     flagged = scores >= threshold
     true_positives = int((flagged & (y_test == 1)).sum())
@@ -112,6 +114,7 @@ def train(
         "holdout_fraud_rows": int((y_test == 1).sum()),
     }
     counts, _ = np.histogram(scores, bins=SCORE_BUCKETS)
+    contributions = Decomposition.of_forest(model).contributions(model.apply(holdout))
     sections = {
         "params": {key: _jsonable(value) for key, value in model.get_params().items()},
         "n_estimators": trees,
@@ -126,6 +129,13 @@ def train(
             name: _rounded(value)
             for name, value in zip(FEATURE_NAMES, model.feature_importances_, strict=True)
         },
+        "explanation": TREE_PATH,
+        # Points each feature moved the hold-out's scores, on average: what the reasons show,
+        # where impurity importances count how much the training splits sorted the classes.
+        "mean_abs_contribution": {
+            name: _rounded(value)
+            for name, value in zip(FEATURE_NAMES, np.abs(contributions).mean(axis=0), strict=True)
+        },
         "holdout_scores": {
             "mean": float(scores.mean()),
             "std": float(scores.std()),
@@ -136,11 +146,15 @@ def train(
     return model, sections
 
 
-def export(model: Any, out: Path, *, onnx: bool = True) -> dict[str, dict[str, Any]]:
-    """Write `<stem>.joblib` (and `<stem>.onnx`) atomically; return name → size and digest."""
+def export(
+    model: Any, out: Path, *, onnx: bool = True, card: dict[str, Any] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Write `<stem>.joblib` (and `<stem>.onnx`, with reason codes) atomically; return name →
+    size and digest. The card's feature statistics shape the rows the reasons are checked on."""
     import joblib
 
-    from app.conversion import to_onnx_bytes
+    from app.conversion import to_served_onnx_bytes
+    from app.engines import SklearnEngine
 
     stem = out.with_suffix("")
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +162,7 @@ def export(model: Any, out: Path, *, onnx: bool = True) -> dict[str, dict[str, A
     joblib.dump(model, buffer)
     payloads = {stem.with_suffix(".joblib"): buffer.getvalue()}
     if onnx:
-        payloads[stem.with_suffix(".onnx")] = to_onnx_bytes(model)
+        payloads[stem.with_suffix(".onnx")] = to_served_onnx_bytes(SklearnEngine(model), card)
     artifacts = {}
     for path, payload in payloads.items():
         _write_atomically(path, payload)
@@ -218,7 +232,7 @@ def train_and_write(
 ) -> dict[str, Any]:
     """Train, export the artifact(s) beside `out` and write the card; return the card."""
     model, sections = train(features, labels, trees=trees, seed=seed, threshold=threshold)
-    artifacts = export(model, out, onnx=onnx)
+    artifacts = export(model, out, onnx=onnx, card=sections)
     card = {
         "features": list(FEATURE_NAMES),
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -2,6 +2,7 @@
 
 import hashlib
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +14,14 @@ from sklearn.ensemble import RandomForestClassifier
 from app import conversion
 from app import model as model_module
 from app.card import card_path, read_card
-from app.engines import scores_from_probabilities
+from app.contributions import split
+from app.engines import NotExplainable, scores_from_probabilities
 from app.features import N_FEATURES, to_model_input
 from app.model import ModelLoadError, load_model
 from app.synthetic import generate
 from app.train import read_csv
 from tests.conftest import SAMPLE_CSV
+from tests.server import run_in_repo
 
 
 def copy_model(model_path: Path, directory: Path, suffix: str = ".joblib") -> Path:
@@ -221,6 +224,7 @@ def test_workers_use_the_start_commands_conversion_without_unpickling(
     scorer = load_model(model_path)
     assert scorer.engine.name == "onnx"
     assert scorer.sha256 == digest
+    assert scorer.engine.explanation == "tree-path"  # the verdict's graph carries the reasons
 
 
 def test_start_commands_fallback_verdict_is_followed(
@@ -251,3 +255,43 @@ def test_a_verdict_for_another_artifact_is_ignored(
     conversion.save_verdict(tmp_path, "f" * 64, conversion.Conversion(None, "not this one"))
     monkeypatch.setenv(conversion.CONVERSION_DIR_ENV, str(tmp_path))
     assert load_model(model_path).engine.name == "onnx"
+
+
+def test_every_engine_serves_reason_codes_with_one_baseline(model_path: Path) -> None:
+    engines = [
+        load_model(model_path.with_suffix(".onnx")).engine,
+        load_model(model_path).engine,  # converted in-process
+        load_model(model_path, engine="sklearn").engine,
+    ]
+    assert [engine.name for engine in engines] == ["onnx", "onnx", "sklearn"]
+    assert {engine.explanation for engine in engines} == {"tree-path"}
+    (baseline,) = {engine.baseline for engine in engines}
+    assert baseline is not None
+    assert 0 < baseline < 100
+
+
+def test_an_onnx_without_reasons_is_served_without_them(model_path: Path, tmp_path: Path) -> None:
+    """An .onnx trained before reason codes: its classifier graph alone, beside its card."""
+    target = copy_model(model_path, tmp_path, ".onnx")
+    target.write_bytes(split(target.read_bytes()).plain)
+    rows = to_model_input(generate(rows=500, seed=3, fraud_rate=0.2)[0])
+
+    old = load_model(target).engine
+    assert (old.name, old.explanation, old.baseline) == ("onnx", None, None)
+    with pytest.raises(NotExplainable):
+        old.explain(rows)
+    current = load_model(model_path.with_suffix(".onnx")).engine
+    assert np.array_equal(old.fraud_probability(rows), current.fraud_probability(rows))
+
+
+def test_explaining_with_an_onnx_imports_neither_scikit_learn_nor_onnx(model_path: Path) -> None:
+    code = (
+        "import sys; from pathlib import Path; import numpy as np\n"
+        "from app.model import load_model\n"
+        f"engine = load_model(Path({str(model_path.with_suffix('.onnx'))!r})).engine\n"
+        "engine.explain(np.zeros((2, 30), dtype=np.float32))\n"
+        "print(engine.explanation, sorted({'sklearn', 'skl2onnx', 'onnx'} & set(sys.modules)))\n"
+    )
+    result = run_in_repo(sys.executable, "-c", code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "tree-path []"

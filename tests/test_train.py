@@ -77,6 +77,10 @@ def test_cli_trains_on_generated_data_and_writes_a_card(tmp_path: Path) -> None:
     assert set(card["feature_stats"]) == set(FEATURE_NAMES)
     assert all(stats["std"] > 0 for stats in card["feature_stats"].values())
     assert sum(card["feature_importance"].values()) == pytest.approx(1, abs=1e-3)
+    assert card["explanation"] == "tree-path"
+    assert list(card["mean_abs_contribution"]) == list(FEATURE_NAMES)
+    assert all(value >= 0 for value in card["mean_abs_contribution"].values())
+    assert sum(card["mean_abs_contribution"].values()) > 0
     scores = card["holdout_scores"]
     assert sum(scores["counts"]) == metrics["holdout_rows"]
     assert 0 <= scores["mean"] <= 100
