@@ -6,6 +6,8 @@ order, header and blank lines not counted: the id `--row-number-ids` gives a row
 index. A CSV row's message also gives its line in the file (the header is line 1).
 """
 
+import contextlib
+import csv
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -166,42 +168,49 @@ def _read_csv(path: Path, columns: tuple[str, ...]) -> pa.Table:
     _require(path, columns, header)
     if len(set(header)) != len(header):
         twice = sorted({name for name in header if header.count(name) > 1})
-        raise OfflineDataError(
-            f"{path.name}: columns named twice in the header: {', '.join(twice)}"
-        )
-    failures: list[pa_csv.InvalidRow] = []
+        raise OfflineDataError(f"{path.name}: columns named twice: {', '.join(twice)}")
+    ragged: list[pa_csv.InvalidRow] = []
+    try:
+        return _arrow_csv(path, header, columns, ragged, threads=True)
+    except pa.ArrowInvalid:
+        if not ragged:  # Arrow's message quotes the offending text: say it in our own words
+            raise OfflineDataError(f"{path.name} is not a UTF-8 CSV file") from None
+    if ragged[0].number is None:  # Arrow numbers lines only when it reads in one thread
+        with contextlib.suppress(pa.ArrowInvalid):
+            _arrow_csv(path, header, columns, ragged, threads=False)
+    line = ragged[-1]
+    where = "a line" if line.number is None else f"line {line.number}"
+    raise OfflineDataError(
+        f"{path.name}: {where} has {line.actual_columns} fields, the header {line.expected_columns}"
+    )
 
-    def refuse(row: pa_csv.InvalidRow) -> str:
-        failures.append(row)
+
+def _arrow_csv(
+    path: Path,
+    header: list[str],
+    columns: tuple[str, ...],
+    ragged: list[pa_csv.InvalidRow],
+    *,
+    threads: bool,
+) -> pa.Table:
+    def refuse(line: pa_csv.InvalidRow) -> str:
+        ragged.append(line)
         return "error"
 
-    try:
-        return pa_csv.read_csv(
-            path,
-            read_options=pa_csv.ReadOptions(column_names=header, skip_rows=1),
-            parse_options=pa_csv.ParseOptions(invalid_row_handler=refuse),
-            # Text, checked below: Arrow's own parser also takes nan, inf, +1 and .5.
-            convert_options=pa_csv.ConvertOptions(
-                include_columns=list(columns),
-                column_types=dict.fromkeys(columns, pa.string()),
-                strings_can_be_null=False,
-            ),
-        )
-    except pa.ArrowInvalid:
-        # Arrow's message quotes the offending line: say it in our own words.
-        if failures:
-            row = failures[0]
-            where = f"line {row.number}" if row.number is not None else "a line"
-            raise OfflineDataError(
-                f"{path.name}: {where} has {row.actual_columns} fields, the header "
-                f"{row.expected_columns}"
-            ) from None
-        raise OfflineDataError(f"{path.name} is not a UTF-8 CSV file Arrow can parse") from None
+    return pa_csv.read_csv(
+        path,
+        read_options=pa_csv.ReadOptions(column_names=header, skip_rows=1, use_threads=threads),
+        parse_options=pa_csv.ParseOptions(invalid_row_handler=refuse),
+        # Text, checked in _numbers: Arrow's own parser also takes nan, inf, +1 and .5.
+        convert_options=pa_csv.ConvertOptions(
+            include_columns=list(columns),
+            column_types=dict.fromkeys(columns, pa.string()),
+            strings_can_be_null=False,
+        ),
+    )
 
 
 def _csv_header(path: Path) -> list[str]:
-    import csv
-
     with path.open(newline="", encoding="utf-8-sig") as handle:
         try:
             first = next(csv.reader(handle), None)
