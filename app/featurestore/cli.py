@@ -10,6 +10,7 @@ from app.featurestore.settings import store_settings
 
 DEFAULT_TTL = 604_800  # seconds: a week
 DEFAULT_ID_COLUMN = "transaction_id"
+INTERRUPTED = 130  # the shell's status for SIGINT
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -63,17 +64,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.command == "push":
-        return push(uri=args.uri, prefix=args.prefix, ttl=args.ttl)
-    return materialize(
-        args.source,
-        uri=args.uri,
-        prefix=args.prefix,
-        ttl=args.ttl,
-        id_column=None if args.row_number_ids else args.id_column,
-        skip_invalid=args.skip_invalid,
-    )
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        if args.command == "push":
+            return push(uri=args.uri, prefix=args.prefix, ttl=args.ttl)
+        return materialize(
+            args.source,
+            uri=args.uri,
+            prefix=args.prefix,
+            ttl=args.ttl,
+            id_column=None if args.row_number_ids else args.id_column,
+            skip_invalid=args.skip_invalid,
+        )
+    except KeyboardInterrupt:
+        print("interrupted; running again is safe", file=sys.stderr)
+        return INTERRUPTED
