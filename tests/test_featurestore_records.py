@@ -1,6 +1,7 @@
 """Stored records → rows by the request body's rules: the bulk check and its per-record fallback."""
 
 import numpy as np
+import orjson
 import pytest
 from redis.exceptions import ResponseError
 
@@ -135,3 +136,18 @@ def test_many_records_one_bad_keeps_the_others_in_order() -> None:
     assert parsed.statuses.count(FOUND) == 48
     assert (parsed.statuses[17], parsed.statuses[31]) == (INVALID, NOT_FOUND)
     assert np.array_equal(parsed.matrix, np.delete(ROWS, [17, 31], axis=0))
+
+
+def test_the_bulk_check_only_speeds_the_rules_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Were orjson to refuse what the rules accept, records would still be read by the rules."""
+
+    def refuse(text: bytes) -> object:
+        raise orjson.JSONDecodeError("refused", "", 0)
+
+    monkeypatch.setattr("app.featurestore.records.orjson.loads", refuse)
+    replies = [reply(stored(row)) for row in ROWS[:5]]
+    replies[2] = reply({**stored(ROWS[2]), "V1": "abc"})
+    parsed = parse_records(replies)
+    assert parsed.statuses == [FOUND, FOUND, INVALID, FOUND, FOUND]
+    assert parsed.problems == {2: Problems(not_a_number=("V1",))}
+    assert np.array_equal(parsed.matrix, ROWS[[0, 1, 3, 4]])

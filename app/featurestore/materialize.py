@@ -65,10 +65,13 @@ def materialize(
         finally:
             writer.close()
     except StoreWriteError as error:
-        done = f" {written:,} of {len(valid):,} records were written and" if written else ""
+        done = (
+            f"At least {written:,} of {len(valid):,} records were written; the"
+            if written
+            else "The"
+        )
         print(
-            f"error: {error}.{done} The meta record was not written; loading again is safe.",
-            file=err,
+            f"error: {error}. {done} meta record was not written; loading again is safe.", file=err
         )
         return EXIT_STORE
     seconds = time.perf_counter() - started

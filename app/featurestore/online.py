@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import hiredis
 import numpy as np
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.retry import Retry
@@ -18,6 +17,7 @@ from redis.backoff import NoBackoff
 from app import metrics
 from app.features import FEATURE_NAMES, meta_features, meta_key, transaction_key
 from app.featurestore.records import FOUND, INVALID, NOT_FOUND, parse_records
+from app.featurestore.resp import pack
 
 log = logging.getLogger("app.featurestore")
 
@@ -67,7 +67,7 @@ class OnlineStore:
             socket_timeout=None,
             retry=Retry(NoBackoff(), 0),
         )
-        self._meta_command = _pack("HGET", meta_key(prefix), "features")
+        self._meta_command = pack("HGET", meta_key(prefix), "features")
         self._meta_state = _META_UNKNOWN
         self._meta_seen: object = _UNSEEN
         self._reachable: bool | None = None
@@ -120,7 +120,7 @@ class OnlineStore:
     def _commands(self, unique: list[str]) -> bytes:
         prefix = self._prefix
         return self._meta_command + b"".join(
-            _pack("HGETALL", transaction_key(prefix, transaction_id)) for transaction_id in unique
+            pack("HGETALL", transaction_key(prefix, transaction_id)) for transaction_id in unique
         )
 
     async def _round_trip(self, payload: bytes, count: int) -> list[Any]:
@@ -191,11 +191,6 @@ async def _read_replies(connection: AbstractConnection, count: int) -> list[Any]
     parser: Any = connection._parser
     read = parser.read_response
     return [await read() for _ in range(count)]
-
-
-def _pack(*args: str) -> bytes:
-    """One command in RESP, encoded by hiredis in C (redis-py's asyncio packer is Python)."""
-    return hiredis.pack_command(args)  # type: ignore[arg-type]  # its stub allows one element
 
 
 def _in_request_order(

@@ -5,13 +5,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import chain
 from typing import TypeVar
 
-import hiredis
 import redis
 from redis.backoff import NoBackoff
 from redis.connection import AbstractConnection
 from redis.retry import Retry
 
 from app.features import FEATURE_NAMES, WRITTEN_AT_FIELD, meta_key, meta_record, transaction_key
+from app.featurestore.resp import pack
 
 _TIMEOUT_SECONDS = 10.0
 _FIELD_NAMES = tuple(name.encode() for name in FEATURE_NAMES)
@@ -24,12 +24,7 @@ class StoreWriteError(Exception):
     """Redis refused or could not be reached; the message is safe to print (no URI, no value)."""
 
 
-def _pack(*args: bytes | str | int) -> bytes:
-    """One command in RESP, encoded by hiredis in C."""
-    return hiredis.pack_command(args)  # type: ignore[arg-type]  # its stub allows one element
-
-
-_MULTI, _EXEC = _pack("MULTI"), _pack("EXEC")
+_MULTI, _EXEC = pack("MULTI"), pack("EXEC")
 
 
 class StoreWriter:
@@ -60,9 +55,9 @@ class StoreWriter:
         return b"".join(
             (
                 _MULTI,
-                _pack("DEL", key),
-                _pack("HSET", key, *fields, _WRITTEN_AT, written_at),
-                _pack("EXPIRE", key, self.ttl),
+                pack("DEL", key),
+                pack("HSET", key, *fields, _WRITTEN_AT, written_at),
+                pack("EXPIRE", key, self.ttl),
                 _EXEC,
             )
         )
