@@ -151,3 +151,31 @@ def render() -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+# --- the online feature store (app/featurestore/online.py) --------------------------------------
+STORE_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+FEATURE_STORE_LOOKUPS = Counter(
+    "fraud_feature_store_lookups_total",
+    "Transaction ids looked up in the online feature store, by outcome "
+    "(found, not_found, invalid, error: the store was unavailable).",
+    ["outcome"],
+)
+FEATURE_STORE_LATENCY = Histogram(
+    "fraud_feature_store_lookup_duration_seconds",
+    "Time per feature store fetch (one Redis round trip for any number of ids), errors included.",
+    buckets=STORE_LATENCY_BUCKETS,
+)
+_LOOKUP_OUTCOMES = {
+    outcome: FEATURE_STORE_LOOKUPS.labels(outcome=outcome)
+    for outcome in ("found", "not_found", "invalid", "error")
+}
+
+
+def observe_lookups(outcomes: dict[str, int], seconds: float) -> None:
+    """One fetch: ids per outcome (one increment per outcome present), and its duration."""
+    for outcome, count in outcomes.items():
+        if count:
+            _LOOKUP_OUTCOMES[outcome].inc(count)
+    FEATURE_STORE_LATENCY.observe(seconds)

@@ -1,7 +1,6 @@
 """`python -m app.train`: data → fit → evaluate on a hold-out → export joblib and ONNX → card."""
 
 import argparse
-import csv
 import hashlib
 import io
 import os
@@ -19,9 +18,9 @@ import numpy as np
 from app.card import card_path, write_card
 from app.contributions import TREE_PATH, Decomposition
 from app.features import FEATURE_NAMES
+from app.offline import PARQUET_SUFFIXES, OfflineDataError, read_offline
 from app.synthetic import generate
 
-LABEL = "Class"
 DEFAULT_OUT = Path("model/fraud-model.joblib")
 SCORE_BUCKETS = list(range(0, 101, 10))
 
@@ -30,48 +29,17 @@ class DataError(ValueError):
     """The training data cannot be used; the message says why."""
 
 
-def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Features and labels from a CSV with the public data set's columns (`Class` the label)."""
+def read_data(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels from a CSV or Parquet file of the public data set's columns, every
+    cell checked by the request body's rules (app/offline.py); `Class` is the label."""
     try:
-        handle = path.open(newline="", encoding="utf-8")
-    except OSError as error:
-        raise DataError(f"cannot read {path}: {error.strerror}") from None
-    with handle:
-        reader = csv.reader(handle)
-        header = [name.strip() for name in next(reader, [])]
-        missing = [name for name in (*FEATURE_NAMES, LABEL) if name not in header]
-        if missing:
-            raise DataError(f"{path.name} lacks required columns: {', '.join(missing)}")
-        columns = [header.index(name) for name in (*FEATURE_NAMES, LABEL)]
-        values = []
-        for line_number, record in enumerate(reader, start=2):
-            if not record:
-                continue
-            try:
-                values.append([float(record[column]) for column in columns])
-            except (ValueError, IndexError):
-                bad = _first_bad_column(record, columns, header)
-                raise DataError(
-                    f"{path.name} line {line_number}: column {bad} is not numeric"
-                ) from None
-    if not values:
-        raise DataError(f"{path.name} has no data rows")
-    matrix = np.asarray(values, dtype=np.float64)
-    if not np.isfinite(matrix).all():
-        raise DataError(f"{path.name} contains NaN or infinite values")
-    labels = matrix[:, -1]
-    if not np.isin(labels, (0, 1)).all():
-        raise DataError(f"{path.name}: column {LABEL} must be 0 or 1")
-    return matrix[:, :-1], labels.astype(np.int64)
-
-
-def _first_bad_column(record: list[str], columns: list[int], header: list[str]) -> str:
-    for column in columns:
-        try:
-            float(record[column])
-        except (ValueError, IndexError):
-            return header[column]
-    return "?"
+        table = read_offline(path, label=True)
+    except OfflineDataError as error:
+        raise DataError(str(error)) from None
+    if len(table.bad):
+        raise DataError(table.refusal())
+    assert table.labels is not None  # asked for with label=True
+    return table.features, table.labels
 
 
 def train(
@@ -192,6 +160,10 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def _data_format(path: Path) -> str:
+    return "parquet" if path.suffix.lower() in PARQUET_SUFFIXES else "csv"
+
+
 def _rounded(value: float) -> float:
     return round(float(value), 6)
 
@@ -202,7 +174,9 @@ def _jsonable(value: Any) -> Any:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m app.train", description=__doc__)
-    parser.add_argument("--data", type=Path, help="CSV with Time, V1..V28, Amount and Class")
+    parser.add_argument(
+        "--data", type=Path, help="CSV or Parquet with Time, V1..V28, Amount and Class"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="artifact path (.joblib)")
     parser.add_argument("--rows", type=int, default=100_000, help="generated rows (without --data)")
     parser.add_argument(
@@ -252,8 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         if args.data:
-            features, labels = read_csv(args.data)
-            data: dict[str, Any] = {"source": "csv", "file": args.data.name}
+            features, labels = read_data(args.data)
+            data: dict[str, Any] = {"source": _data_format(args.data), "file": args.data.name}
         else:
             features, labels = generate(rows=args.rows, seed=args.seed)
             data = {"source": "generated", "seed": args.seed}

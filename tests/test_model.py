@@ -19,7 +19,7 @@ from app.engines import NotExplainable, scores_from_probabilities
 from app.features import N_FEATURES, to_model_input
 from app.model import ModelLoadError, load_model
 from app.synthetic import generate
-from app.train import read_csv
+from app.train import read_data
 from tests.conftest import SAMPLE_CSV
 from tests.server import run_in_repo
 
@@ -104,7 +104,7 @@ def test_onnx_matches_sklearn_on_generated_rows(model_path: Path) -> None:
 def test_onnx_matches_sklearn_on_the_real_sample(model_path: Path, tmp_path: Path) -> None:
     from app.train import train_and_write
 
-    features, labels = read_csv(SAMPLE_CSV)
+    features, labels = read_data(SAMPLE_CSV)
     real_model = tmp_path / "fraud-model.joblib"
     train_and_write(features, labels, real_model, data={"source": "csv"}, trees=50)
     for artifact, rows in ((real_model, features), (model_path, features)):

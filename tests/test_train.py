@@ -3,6 +3,7 @@
 import csv
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from app.card import card_path
 from app.features import FEATURE_NAMES
 from app.synthetic import TWO_DAYS_SECONDS, generate
-from app.train import DataError, read_csv
+from app.train import DataError, read_data
 from tests.conftest import SAMPLE_CSV
 from tests.server import run_in_repo
 
@@ -135,7 +136,7 @@ def test_csv_with_quoted_values_is_read(tmp_path: Path) -> None:
         writer = csv.writer(handle, quoting=csv.QUOTE_ALL)
         writer.writerow([*FEATURE_NAMES, "Class"])
         writer.writerows(valid_rows())
-    features, labels = read_csv(path)
+    features, labels = read_data(path)
     assert features.shape == (20, 30)
     assert set(labels.tolist()) <= {0, 1}
 
@@ -147,7 +148,7 @@ def test_csv_missing_columns_is_refused(tmp_path: Path) -> None:
     )
 
     with pytest.raises(DataError, match="lacks required columns: V3, Amount"):
-        read_csv(path)
+        read_data(path)
     result = run_train("--data", str(path), "--out", str(tmp_path / "m.joblib"))
     assert result.returncode == 2
     assert "V3, Amount" in result.stderr
@@ -159,25 +160,38 @@ def test_csv_with_non_numeric_value_is_refused(tmp_path: Path) -> None:
     rows = valid_rows()
     rows[4][12] = "twelve"
     path = write_csv(tmp_path / "text.csv", [*FEATURE_NAMES, "Class"], rows)
-    with pytest.raises(DataError, match="line 6: column V12 is not numeric"):
-        read_csv(path)
+    with pytest.raises(DataError) as refused:
+        read_data(path)
+    assert str(refused.value) == (
+        "text.csv: 1 of 20 rows break the rules: row 4 (line 6): V12 is not a number"
+    )
 
 
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda rows: rows.__setitem__(0, [*rows[0][:30], "2"]), "must be 0 or 1"),
-        (lambda rows: rows.__setitem__(0, ["nan", *rows[0][1:]]), "NaN or infinite"),
-        (lambda rows: rows.clear(), "no data rows"),
+        (
+            lambda rows: rows.__setitem__(0, [*rows[0][:30], "2"]),
+            "row 0 (line 2): Class is not 0 or 1",
+        ),
+        (
+            lambda rows: rows.__setitem__(0, ["nan", *rows[0][1:]]),
+            "row 0 (line 2): Time is not a number",
+        ),
+        (
+            lambda rows: rows.__setitem__(3, [*rows[3][:29], "1e999", "0"]),
+            "row 3 (line 5): Amount is not finite",
+        ),
+        (lambda rows: rows.clear(), "bad.csv has no data rows"),
     ],
-    ids=["label-2", "nan", "empty"],
+    ids=["label-2", "nan", "1e999", "empty"],
 )
 def test_csv_with_bad_values_is_refused(tmp_path: Path, mutate: object, message: str) -> None:
     rows = valid_rows()
     mutate(rows)  # type: ignore[operator]
     path = write_csv(tmp_path / "bad.csv", [*FEATURE_NAMES, "Class"], rows)
-    with pytest.raises(DataError, match=message):
-        read_csv(path)
+    with pytest.raises(DataError, match=re.escape(message)):
+        read_data(path)
 
 
 def test_single_class_data_is_refused(tmp_path: Path) -> None:

@@ -1,0 +1,73 @@
+"""`push`: JSON lines on standard input, as a stream consumer pipes them; each valid one written."""
+
+import sys
+from typing import Annotated, BinaryIO, TextIO
+
+from pydantic import BaseModel, Field, ValidationError, create_model
+
+from app.features import TRANSACTION_ID, encode_value, row_values
+from app.featurestore.writer import StoreWriteError, StoreWriter
+from app.schemas import Transaction
+
+EXIT_STORE, EXIT_BAD_LINES = 1, 2
+_MAX_ERRORS_PER_LINE = 3
+_MAX_NAME_LENGTH = 64  # an unknown field's name is the sender's, of any length
+
+# The request body's own model (strict numbers, finite, no unknown field) plus the id.
+TransactionId = Annotated[str, Field(pattern=f"^(?:{TRANSACTION_ID.pattern})$")]
+PushedRecord: type[BaseModel] = create_model(
+    "PushedRecord", __base__=Transaction, transaction_id=(TransactionId, ...)
+)
+
+
+def push(
+    *,
+    uri: str,
+    prefix: str,
+    ttl: int,
+    lines: BinaryIO | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Exit status 0; 2 if any line was bad (the others were written); 1 when Redis fails."""
+    lines, out, err = lines or sys.stdin.buffer, out or sys.stdout, err or sys.stderr
+    pushed = bad = 0
+    try:
+        writer = StoreWriter(uri, prefix, ttl)
+        try:
+            writer.check()
+            for number, line in enumerate(lines, start=1):
+                text = line.rstrip(b"\r\n")
+                if not text.strip():
+                    continue
+                try:
+                    record = PushedRecord.model_validate_json(text)
+                except ValidationError as error:
+                    print(f"line {number}: {_reasons(error)}", file=err)
+                    bad += 1
+                    continue
+                try:
+                    writer.write_record(
+                        record.transaction_id,  # type: ignore[attr-defined]
+                        [encode_value(value) for value in row_values(record)],
+                    )
+                except StoreWriteError as error:
+                    raise StoreWriteError(f"line {number} not written: {error}") from None
+                pushed += 1
+        finally:
+            writer.close()
+    except StoreWriteError as error:
+        print(f"error: {error}; {pushed:,} records were written before it", file=err)
+        return EXIT_STORE
+    print(f"pushed {pushed:,} records under {prefix}; {bad:,} bad lines skipped", file=out)
+    return EXIT_BAD_LINES if bad else 0
+
+
+def _reasons(error: ValidationError) -> str:
+    """Where and what, as the API's 422 says it, without the input."""
+    problems = []
+    for item in error.errors(include_input=False, include_url=False)[:_MAX_ERRORS_PER_LINE]:
+        where = ".".join(str(part) for part in item["loc"])[:_MAX_NAME_LENGTH]
+        problems.append(f"{where}: {item['msg']}" if where else item["msg"])
+    more = error.error_count() - _MAX_ERRORS_PER_LINE
+    return "; ".join(problems) + (f"; and {more} more" if more > 0 else "")
