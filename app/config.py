@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from limits import parse_many
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from redis.connection import parse_url
 
 from app.features import DEFAULT_STORE_PREFIX
 
@@ -98,8 +99,14 @@ class Settings(BaseSettings):
     @classmethod
     def _redis_or_empty(cls, value: str) -> str:
         value = value.strip()
-        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+        if not value:
+            return value
+        if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be empty (by-id routes off) or a redis:// or rediss:// URI")
+        try:
+            parse_url(value)
+        except ValueError:
+            raise ValueError("is not a valid Redis URI (redis://host:6379/0)") from None
         return value
 
     @property

@@ -11,9 +11,10 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from app import metrics
-from app.api import ops, scoring
+from app.api import byid, ops, scoring
 from app.config import Settings, get_settings_or_exit
 from app.errors import install_error_handlers
+from app.featurestore.online import OnlineStore
 from app.middleware import RequestContextMiddleware
 from app.model import ModelLoadError, Scorer, load_model
 from app.ratelimit import RateLimiter
@@ -50,16 +51,38 @@ def load_scorer(settings: Settings) -> Scorer | None:
     return scorer
 
 
+async def open_feature_store(settings: Settings) -> OnlineStore | None:
+    """The worker's online store client (None: FEATURE_STORE_URI empty, by-id routes 501).
+
+    Its start only reads the meta record, within the lookup budget: Redis being down never
+    delays or fails a worker's start, and neither /health nor the raw routes depend on it.
+    """
+    if not settings.feature_store_uri:
+        return None
+    store = OnlineStore(
+        settings.feature_store_uri,
+        settings.feature_store_prefix,
+        settings.feature_store_timeout_ms,
+    )
+    await store.start()
+    return store
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     metrics.worker_started()
-    app.state.scorer = load_scorer(app.state.settings)
+    settings: Settings = app.state.settings
+    app.state.scorer = load_scorer(settings)
+    app.state.feature_store = await open_feature_store(settings)
     # The model's objects live as long as the worker: freezing them keeps the collector's full
     # passes short, which is where the tail latency went in the prototype (PERF-NOTES).
     gc.collect()
     gc.freeze()
     yield
     app.state.scorer = None
+    if app.state.feature_store is not None:
+        await app.state.feature_store.close()
+        app.state.feature_store = None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -72,10 +95,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.scorer = None
+    app.state.feature_store = None
     app.state.key_ring = KeyRing(settings.accepted_keys)
     app.state.limiter = RateLimiter(settings.rate_limit, settings.rate_limit_storage_uri)
     install_error_handlers(app)
     app.include_router(scoring.build_router(settings))
+    app.include_router(byid.build_router(settings))
     app.include_router(ops.router)
     app.add_middleware(RequestContextMiddleware)
     app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
@@ -95,7 +120,7 @@ def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
             title=app.title, version=app.version, summary=app.summary, routes=app.routes
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in scoring.request_models(settings):
+        for model in (*scoring.request_models(settings), *byid.request_models(settings)):
             components.update(component_schemas(model))
         app.openapi_schema = schema
     return app.openapi_schema
