@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from app import metrics
-from app.api import ops, scoring
+from app.api import oip, ops, scoring
 from app.config import Settings, get_settings_or_exit
 from app.errors import install_error_handlers
 from app.middleware import RequestContextMiddleware
@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.limiter = RateLimiter(settings.rate_limit, settings.rate_limit_storage_uri)
     install_error_handlers(app)
     app.include_router(scoring.build_router(settings))
+    app.include_router(oip.build_router(settings))
     app.include_router(ops.router)
     app.add_middleware(RequestContextMiddleware)
     app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
@@ -87,7 +88,7 @@ def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
             title=app.title, version=app.version, summary=app.summary, routes=app.routes
         )
         schema.setdefault("components", {}).setdefault("schemas", {}).update(
-            scoring.request_schemas(settings)
+            {**scoring.request_schemas(settings), **oip.request_schemas(settings)}
         )
         app.openapi_schema = schema
     return app.openapi_schema

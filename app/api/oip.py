@@ -1,0 +1,248 @@
+"""The Open Inference Protocol (KServe V2) under /v2: OIP ↔ the Scorer the /v1 routes call."""
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from app import metrics
+from app.api.deps import current_scorer, enforce_rate_limit, read_body
+from app.api.inference import NO_EXPLAIN, Explain, score
+from app.api.scoring import batch_body_limit
+from app.config import Settings
+from app.errors import JSON, OIP_PREFIX, ServiceError, json_response
+from app.features import FEATURE_NAMES, N_FEATURES
+from app.model import Scorer
+from app.oip import (
+    BINARY_EXTENSION,
+    CONTRIBUTIONS,
+    HEADER_LENGTH,
+    INPUT_NAME,
+    MODEL_NAME,
+    OUTPUTS,
+    TensorError,
+    encode_infer,
+    parse_infer,
+)
+from app.oip_schemas import (
+    InferResponse,
+    Liveness,
+    ModelMetadata,
+    OipError,
+    Readiness,
+    ServerMetadata,
+    infer_request_model,
+)
+
+SERVER_NAME = "fraud-scoring-service"
+BINARY = "application/octet-stream"
+_CONTRIBUTIONS = Explain(enabled=True, max_reasons=N_FEATURES)
+_PLATFORMS = {"onnx": "onnxruntime_onnx", "sklearn": "scikit-learn"}
+
+
+class InvalidTensor(ServiceError):
+    status_code = 400
+    error = "invalid_tensor"
+
+
+class UnknownModel(ServiceError):
+    status_code = 404
+    error = "unknown_model"
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": OipError} for status in statuses}
+
+
+def _check_model(settings: Settings, name: str, version: str | None) -> None:
+    """404 unless the path names the served model (and, when it names one, its version)."""
+    # The names are not echoed: a path is the client's text, and the answer need not repeat it.
+    if name != MODEL_NAME:
+        raise UnknownModel(f"unknown model: this server serves '{MODEL_NAME}'")
+    if version is not None and version != settings.model_version:
+        raise UnknownModel(
+            f"unknown version of model '{MODEL_NAME}': it serves {settings.model_version}"
+        )
+
+
+def _readiness(request: Request) -> Response:
+    if request.app.state.scorer is None:
+        return json_response({"ready": False}, 503)
+    return json_response({"ready": True})
+
+
+def model_metadata(scorer: Scorer) -> dict[str, Any]:
+    """What a client needs to call the model; `contributions` only when the model carries them."""
+    outputs = [
+        {"name": name, "datatype": spec.datatype, "shape": spec.shape}
+        for name, spec in OUTPUTS.items()
+        if name != CONTRIBUTIONS or scorer.explains
+    ]
+    return {
+        "name": MODEL_NAME,
+        "versions": [scorer.version],
+        "platform": _PLATFORMS.get(scorer.engine.name, scorer.engine.name),
+        "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, N_FEATURES]}],
+        "outputs": outputs,
+        # OIP parameters are scalars: the column order as one comma-separated string.
+        "parameters": {
+            "features": ",".join(FEATURE_NAMES),
+            "input_datatypes": "FP32,FP64",
+            "threshold": scorer.threshold,
+        },
+    }
+
+
+def _open_routes(settings: Settings) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/health/live", response_model=Liveness, summary="OIP liveness")
+    async def server_live() -> Response:
+        return json_response({"live": True})
+
+    @router.get(
+        "/health/ready",
+        response_model=Readiness,
+        responses={503: {"model": Readiness}},
+        summary="OIP readiness: a model is loaded",
+    )
+    async def server_ready(request: Request) -> Response:
+        return _readiness(request)
+
+    @router.get("", response_model=ServerMetadata, summary="OIP server metadata")
+    async def server_metadata() -> Response:
+        return json_response(
+            {
+                "name": SERVER_NAME,
+                "version": settings.app_version,
+                "extensions": [BINARY_EXTENSION],
+            }
+        )
+
+    ready_responses = {503: {"model": Readiness}, **_errors(404)}
+
+    @router.get(
+        "/models/{model_name}/ready",
+        response_model=Readiness,
+        responses=ready_responses,
+        summary="OIP model readiness",
+    )
+    async def model_ready(request: Request, model_name: str) -> Response:
+        _check_model(settings, model_name, None)
+        return _readiness(request)
+
+    @router.get(
+        "/models/{model_name}/versions/{model_version}/ready",
+        response_model=Readiness,
+        responses=ready_responses,
+        summary="OIP model readiness, of one version",
+    )
+    async def model_version_ready(
+        request: Request, model_name: str, model_version: str
+    ) -> Response:
+        _check_model(settings, model_name, model_version)
+        return _readiness(request)
+
+    return router
+
+
+def _protected_routes(settings: Settings) -> APIRouter:
+    router = APIRouter(dependencies=[Depends(enforce_rate_limit)], responses=_errors(403, 429))
+    body_limit = batch_body_limit(settings.max_batch_size)
+    request_model = infer_request_model(settings.max_batch_size)
+    infer_doc: dict[str, Any] = {
+        "response_model": InferResponse,
+        "responses": {
+            200: {
+                "content": {BINARY: {"schema": {"type": "string", "format": "binary"}}},
+                "headers": {
+                    HEADER_LENGTH: {
+                        "description": "with binary outputs: the JSON header's length in bytes",
+                        "schema": {"type": "integer"},
+                    }
+                },
+            },
+            **_errors(400, 404, 413, 503),
+        },
+        "openapi_extra": {
+            "requestBody": {
+                "required": True,
+                "description": "JSON, or (binary tensor data extension) a JSON header of "
+                f"{HEADER_LENGTH} bytes followed by the input's little-endian values",
+                "content": {
+                    JSON: {"schema": {"$ref": f"#/components/schemas/{request_model.__name__}"}}
+                },
+            }
+        },
+    }
+
+    async def infer(request: Request, name: str, version: str | None) -> Response:
+        _check_model(settings, name, version)
+        body = await read_body(request, body_limit)
+        try:
+            parsed = parse_infer(body, request.headers.get(HEADER_LENGTH), settings.max_batch_size)
+        except TensorError as error:
+            raise InvalidTensor(str(error)) from None
+        scorer = current_scorer(request)
+        if parsed.wants_contributions and not scorer.explains:
+            raise InvalidTensor(
+                f"output '{CONTRIBUTIONS}' is not available: the served model carries no reason "
+                "codes"
+            )
+        explain = _CONTRIBUTIONS if parsed.wants_contributions else NO_EXPLAIN
+        scores = await score(request, scorer, parsed.matrix, explain)
+        metrics.BATCH_SIZE.observe(len(scores))
+        content, header_length = encode_infer(parsed, scores, scorer.version)
+        if header_length is None:
+            return Response(content, media_type=JSON)
+        return Response(content, media_type=BINARY, headers={HEADER_LENGTH: str(header_length)})
+
+    @router.post("/models/{model_name}/infer", summary="OIP inference", **infer_doc)
+    async def model_infer(request: Request, model_name: str) -> Response:
+        return await infer(request, model_name, None)
+
+    @router.post(
+        "/models/{model_name}/versions/{model_version}/infer",
+        summary="OIP inference, by one version",
+        **infer_doc,
+    )
+    async def model_version_infer(
+        request: Request, model_name: str, model_version: str
+    ) -> Response:
+        return await infer(request, model_name, model_version)
+
+    metadata_doc: dict[str, Any] = {"response_model": ModelMetadata, "responses": _errors(404, 503)}
+
+    @router.get("/models/{model_name}", summary="OIP model metadata", **metadata_doc)
+    async def model_metadata_route(request: Request, model_name: str) -> Response:
+        _check_model(settings, model_name, None)
+        return json_response(model_metadata(current_scorer(request)))
+
+    @router.get(
+        "/models/{model_name}/versions/{model_version}",
+        summary="OIP model metadata, of one version",
+        **metadata_doc,
+    )
+    async def model_version_metadata(
+        request: Request, model_name: str, model_version: str
+    ) -> Response:
+        _check_model(settings, model_name, model_version)
+        return json_response(model_metadata(current_scorer(request)))
+
+    return router
+
+
+def build_router(settings: Settings) -> APIRouter:
+    """The /v2 routes: health and server metadata open, the model's metadata and infer keyed."""
+    router = APIRouter(tags=["open inference protocol"])
+    router.include_router(_open_routes(settings), prefix=OIP_PREFIX)
+    router.include_router(_protected_routes(settings), prefix=OIP_PREFIX)
+    return router
+
+
+def request_schemas(settings: Settings) -> dict[str, dict[str, Any]]:
+    """JSON schemas of the request bodies, for the OpenAPI components the routes refer to."""
+    model = infer_request_model(settings.max_batch_size)
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    definitions = schema.pop("$defs", {})
+    return {model.__name__: schema, **definitions}
