@@ -1,8 +1,8 @@
 """The Open Inference Protocol (KServe V2) under /v2: OIP ↔ the Scorer the /v1 routes call."""
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from starlette.responses import Response
 
 from app import metrics
@@ -50,6 +50,17 @@ class UnknownModel(ServiceError):
     error = "unknown_model"
 
 
+# Documented as the one value served, so clients (and the fuzzer) know it; checked by
+# _check_model, whose 404 is OIP's, rather than by FastAPI.
+ModelName = Annotated[
+    str, Path(description="the model's name", json_schema_extra={"enum": [MODEL_NAME]})
+]
+
+
+def _version_path(settings: Settings) -> Any:
+    return Path(description="MODEL_VERSION", json_schema_extra={"enum": [settings.model_version]})
+
+
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": OipError} for status in statuses}
 
@@ -95,6 +106,7 @@ def model_metadata(scorer: Scorer) -> dict[str, Any]:
 
 def _open_routes(settings: Settings) -> APIRouter:
     router = APIRouter()
+    version = _version_path(settings)
 
     @router.get("/health/live", response_model=Liveness, summary="OIP liveness")
     async def server_live() -> Response:
@@ -127,7 +139,7 @@ def _open_routes(settings: Settings) -> APIRouter:
         responses=ready_responses,
         summary="OIP model readiness",
     )
-    async def model_ready(request: Request, model_name: str) -> Response:
+    async def model_ready(request: Request, model_name: ModelName) -> Response:
         _check_model(settings, model_name, None)
         return _readiness(request)
 
@@ -138,7 +150,7 @@ def _open_routes(settings: Settings) -> APIRouter:
         summary="OIP model readiness, of one version",
     )
     async def model_version_ready(
-        request: Request, model_name: str, model_version: str
+        request: Request, model_name: ModelName, model_version: Annotated[str, version]
     ) -> Response:
         _check_model(settings, model_name, model_version)
         return _readiness(request)
@@ -148,6 +160,7 @@ def _open_routes(settings: Settings) -> APIRouter:
 
 def _protected_routes(settings: Settings) -> APIRouter:
     router = APIRouter(dependencies=[Depends(enforce_rate_limit)], responses=_errors(403, 429))
+    version = _version_path(settings)
     body_limit = batch_body_limit(settings.max_batch_size)
     request_model = infer_request_model(settings.max_batch_size)
     infer_doc: dict[str, Any] = {
@@ -198,7 +211,7 @@ def _protected_routes(settings: Settings) -> APIRouter:
         return Response(content, media_type=BINARY, headers={HEADER_LENGTH: str(header_length)})
 
     @router.post("/models/{model_name}/infer", summary="OIP inference", **infer_doc)
-    async def model_infer(request: Request, model_name: str) -> Response:
+    async def model_infer(request: Request, model_name: ModelName) -> Response:
         return await infer(request, model_name, None)
 
     @router.post(
@@ -207,14 +220,14 @@ def _protected_routes(settings: Settings) -> APIRouter:
         **infer_doc,
     )
     async def model_version_infer(
-        request: Request, model_name: str, model_version: str
+        request: Request, model_name: ModelName, model_version: Annotated[str, version]
     ) -> Response:
         return await infer(request, model_name, model_version)
 
     metadata_doc: dict[str, Any] = {"response_model": ModelMetadata, "responses": _errors(404, 503)}
 
     @router.get("/models/{model_name}", summary="OIP model metadata", **metadata_doc)
-    async def model_metadata_route(request: Request, model_name: str) -> Response:
+    async def model_metadata_route(request: Request, model_name: ModelName) -> Response:
         _check_model(settings, model_name, None)
         return json_response(model_metadata(current_scorer(request)))
 
@@ -224,7 +237,7 @@ def _protected_routes(settings: Settings) -> APIRouter:
         **metadata_doc,
     )
     async def model_version_metadata(
-        request: Request, model_name: str, model_version: str
+        request: Request, model_name: ModelName, model_version: Annotated[str, version]
     ) -> Response:
         _check_model(settings, model_name, model_version)
         return json_response(model_metadata(current_scorer(request)))
