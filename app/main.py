@@ -75,7 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.limiter = RateLimiter(settings.rate_limit, settings.rate_limit_storage_uri)
     install_error_handlers(app)
     app.include_router(scoring.build_router(settings))
-    app.include_router(oip.build_router(settings))
+    for router in oip.build_routers(settings):
+        app.include_router(router)
     app.include_router(ops.router)
     app.add_middleware(RequestContextMiddleware)
     app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]

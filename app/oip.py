@@ -70,6 +70,13 @@ class RequestedOutput:
     binary: bool
 
 
+# Without `outputs`: the default outputs, all binary or all JSON.
+_DEFAULT_REQUEST = {
+    binary: tuple(RequestedOutput(name, binary) for name in DEFAULT_OUTPUTS)
+    for binary in (False, True)
+}
+
+
 @dataclass(frozen=True)
 class InferRequest:
     """A validated infer request: the rows to score, the outputs wanted and the id to echo."""
@@ -240,7 +247,7 @@ def _outputs(requested: Any, binary_default: bool | None) -> tuple[RequestedOutp
     """The outputs asked for (all but contributions by default), each binary or JSON."""
     default = bool(binary_default)
     if requested is None or requested == []:
-        return tuple(RequestedOutput(name, default) for name in DEFAULT_OUTPUTS)
+        return _DEFAULT_REQUEST[default]
     if type(requested) is not list or not all(type(item) is dict for item in requested):
         raise TensorError("'outputs' must be a list of objects")
     outputs = []
