@@ -12,7 +12,7 @@ from app.features import N_FEATURES
 from app.oip import INPUT_DTYPES, INPUT_NAME, OUTPUTS
 
 FeatureRow = Annotated[list[float], Field(min_length=N_FEATURES, max_length=N_FEATURES)]
-# Literal of names held in variables: typed as Any, since mypy cannot read them.
+# Literals built from the codec's constants: typed Any, since mypy cannot read them.
 OutputName: Any = Literal[tuple(OUTPUTS)]
 InputName: Any = Literal[INPUT_NAME]
 Columns: Any = Literal[N_FEATURES]

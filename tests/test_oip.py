@@ -1,5 +1,6 @@
 """The Open Inference Protocol under /v2, in process: answers equal /v1's, every error is OIP's."""
 
+import gzip
 import json
 import logging
 import re
@@ -8,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fastapi.exceptions import RequestValidationError
 from fastapi.testclient import TestClient
 
 from app.api.scoring import batch_body_limit
@@ -756,6 +758,32 @@ def test_fp32_max_and_beyond_fp32_in_fp64_are_scored(client: TestClient, rows: n
     _, arrays = decode(infer(client, body, **headers))
     assert_equals_v1(arrays, v1_results(client, values))
     assert arrays["ood_warning"].tolist()[0] is True
+
+
+def test_a_compressed_body_is_400(client: TestClient, rows: np.ndarray) -> None:
+    body = gzip.compress(json.dumps({"inputs": [tensor(rows[:1])]}).encode())
+    response = infer(client, body, **{"Content-Encoding": "gzip"})
+    assert (response.status_code, response.json()) == (
+        400,
+        {"error": "a compressed request body (Content-Encoding) is not supported"},
+    )
+    identity = infer(client, {"inputs": [tensor(rows[:1])]}, **{"Content-Encoding": "identity"})
+    assert identity.status_code == 200
+
+
+def test_a_validation_error_under_v2_is_an_oip_400(client: TestClient) -> None:
+    """The handlers render by path: FastAPI's own 422s (none of the /v2 routes raises one) too."""
+
+    async def invalid() -> None:
+        raise RequestValidationError([{"loc": ("query", "x"), "msg": "bad x", "type": "t"}])
+
+    client.app.add_api_route("/v2/validation-probe", invalid)  # type: ignore[attr-defined]
+    client.app.add_api_route("/v1/validation-probe", invalid)  # type: ignore[attr-defined]
+    response = client.get("/v2/validation-probe")
+    assert (response.status_code, response.json()) == (400, {"error": "bad x"})
+    v1 = client.get("/v1/validation-probe")
+    assert v1.status_code == 422
+    assert v1.json() == {"detail": [{"loc": ["query", "x"], "msg": "bad x", "type": "t"}]}
 
 
 # --- errors shared with /v1: key, rate limit, body size, model ---------------------------------

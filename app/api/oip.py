@@ -189,6 +189,9 @@ def _protected_routes(settings: Settings) -> APIRouter:
     async def infer(request: Request) -> Response:
         _check_model(settings, request)
         body = await read_body(request, body_limit)
+        if request.headers.get("content-encoding", "identity").lower() != "identity":
+            # tritonclient can gzip requests; decompressing would need its own size limit.
+            raise InvalidTensor("a compressed request body (Content-Encoding) is not supported")
         try:
             parsed = parse_infer(body, request.headers.get(HEADER_LENGTH), settings.max_batch_size)
         except TensorError as error:
