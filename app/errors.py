@@ -83,7 +83,7 @@ def _public_error(item: dict[str, Any]) -> dict[str, Any]:
 OIP_PREFIX = "/v2"
 
 
-def is_oip(request: Request) -> bool:
+def _is_oip(request: Request) -> bool:
     """Whether the request is one of the Open Inference Protocol's (its errors have OIP's shape)."""
     path: str = request.scope["path"]
     return path == OIP_PREFIX or path.startswith(OIP_PREFIX + "/")
@@ -91,7 +91,7 @@ def is_oip(request: Request) -> bool:
 
 async def _service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
-    if is_oip(request):
+    if _is_oip(request):
         return json_response({"error": exc.detail}, exc.status_code, headers=exc.headers)
     return json_response(
         {"detail": exc.detail, "error": exc.error}, exc.status_code, headers=exc.headers
@@ -101,14 +101,14 @@ async def _service_error(request: Request, exc: Exception) -> Response:
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = [_public_error(item) for item in exc.errors()]
-    if is_oip(request):
+    if _is_oip(request):
         return json_response({"error": "; ".join(error["msg"] for error in errors)}, 400)
     return json_response({"detail": errors}, 422)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    body = {"error": exc.detail} if is_oip(request) else {"detail": exc.detail}
+    body = {"error": exc.detail} if _is_oip(request) else {"detail": exc.detail}
     return json_response(body, exc.status_code, headers=exc.headers)
 
 
