@@ -1,4 +1,8 @@
-"""Error types carrying an HTTP status, and the handlers that render each as JSON `detail`."""
+"""Error types carrying an HTTP status, and the handlers that render each as JSON `detail`.
+
+Under /v2 (the Open Inference Protocol) the same errors render as OIP's `{"error": message}`:
+the shared dependencies (key, rate limit, body size, model) raise them for both protocols.
+"""
 
 from collections.abc import Mapping
 from typing import Any
@@ -100,21 +104,36 @@ def _public_error(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _service_error(_: Request, exc: Exception) -> Response:
+OIP_PREFIX = "/v2"
+
+
+def _is_oip(request: Request) -> bool:
+    """Whether the request is one of the Open Inference Protocol's (its errors have OIP's shape)."""
+    path: str = request.scope["path"]
+    return path == OIP_PREFIX or path.startswith(OIP_PREFIX + "/")
+
+
+async def _service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
+    if _is_oip(request):
+        return json_response({"error": exc.detail}, exc.status_code, headers=exc.headers)
     return json_response(
         {"detail": exc.detail, "error": exc.error}, exc.status_code, headers=exc.headers
     )
 
 
-async def _validation_error(_: Request, exc: Exception) -> Response:
+async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    return json_response({"detail": [_public_error(item) for item in exc.errors()]}, 422)
+    errors = [_public_error(item) for item in exc.errors()]
+    if _is_oip(request):
+        return json_response({"error": "; ".join(error["msg"] for error in errors)}, 400)
+    return json_response({"detail": errors}, 422)
 
 
-async def _http_error(_: Request, exc: Exception) -> Response:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return json_response({"detail": exc.detail}, exc.status_code, headers=exc.headers)
+    body = {"error": exc.detail} if _is_oip(request) else {"detail": exc.detail}
+    return json_response(body, exc.status_code, headers=exc.headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

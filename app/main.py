@@ -11,7 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from app import metrics
-from app.api import byid, ops, scoring
+from app.api import byid, oip, ops, scoring
 from app.config import Settings, get_settings_or_exit
 from app.errors import install_error_handlers
 from app.featurestore.online import OnlineStore
@@ -101,6 +101,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(scoring.build_router(settings))
     app.include_router(byid.build_router(settings))
+    for router in oip.build_routers(settings):
+        app.include_router(router)
     app.include_router(ops.router)
     app.add_middleware(RequestContextMiddleware)
     app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
@@ -120,8 +122,9 @@ def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
             title=app.title, version=app.version, summary=app.summary, routes=app.routes
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in (*scoring.request_models(settings), *byid.request_models(settings)):
-            components.update(component_schemas(model))
+        for router_module in (scoring, byid, oip):
+            for model in router_module.request_models(settings):
+                components.update(component_schemas(model))
         app.openapi_schema = schema
     return app.openapi_schema
 
