@@ -28,7 +28,7 @@ from app.contributions import (
 from app.engines import Engine, ModelLoadError, NotExplainable, OnnxEngine, SklearnEngine
 from app.features import FEATURE_NAMES, N_FEATURES, to_model_input
 from app.synthetic import generate
-from app.train import read_csv, train_and_write
+from app.train import read_data, train_and_write
 from tests.conftest import SAMPLE_CSV
 
 ADDITIVITY = 1e-3  # points: the contract's bound
@@ -65,13 +65,13 @@ def engines(forest: Any, model_path: Path) -> dict[str, Engine]:
 def sample_rows() -> np.ndarray:
     if not SAMPLE_CSV.is_file():
         pytest.skip(f"{SAMPLE_CSV} is not present")
-    return to_model_input(read_csv(SAMPLE_CSV)[0])
+    return to_model_input(read_data(SAMPLE_CSV)[0])
 
 
 @pytest.fixture(scope="module")
 def sample_model(tmp_path_factory: pytest.TempPathFactory, sample_rows: np.ndarray) -> Path:
     """A 50-tree forest trained on the real 1,000-row sample."""
-    features, labels = read_csv(SAMPLE_CSV)
+    features, labels = read_data(SAMPLE_CSV)
     out = tmp_path_factory.mktemp("sample") / "fraud-model.joblib"
     train_and_write(features, labels, out, data={"source": "csv"}, trees=50)
     return out

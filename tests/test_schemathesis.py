@@ -14,17 +14,27 @@ from schemathesis.python import asgi
 from starlette.types import Receive, Scope, Send
 
 from app.config import Settings
+from app.features import DEFAULT_STORE_PREFIX, record_fields, transaction_key
 from app.main import create_app
+from app.synthetic import generate
 from tests.conftest import API_KEY
+from tests.redis_server import RedisServer, requires_redis, start_redis
+
+pytestmark = requires_redis  # the by-id operations need their store
 
 MAX_EXAMPLES = 50  # per operation, fuzzing phase; the examples and coverage phases add a few more
 
 examples_run: Counter[str] = Counter()
 
 
-def service_settings(model_path: Path) -> Settings:
+def service_settings(model_path: Path, feature_store_uri: str = "") -> Settings:
     return Settings(  # type: ignore[call-arg]
-        _env_file=None, api_key=API_KEY, model_path=model_path, rate_limit="1000000/minute"
+        _env_file=None,
+        api_key=API_KEY,
+        model_path=model_path,
+        rate_limit="1000000/minute",
+        feature_store_uri=feature_store_uri,
+        feature_store_timeout_ms=1000,
     )
 
 
@@ -83,9 +93,25 @@ schema = load_schema()
 
 
 @pytest.fixture(scope="module")
-def scoring_app(model_path: Path) -> Iterator[FastAPI]:
+def feature_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real Redis holding the id of the schema's example, so by-id cases reach a 200 too."""
+    redis_server = start_redis(tmp_path_factory.mktemp("schemathesis-redis"))
+    client = redis_server.client()
+    values = generate(rows=1, seed=3)[0][0].tolist()
+    client.hset(
+        transaction_key(DEFAULT_STORE_PREFIX, "txn-000042"), mapping=record_fields(values, 0)
+    )
+    client.close()
+    try:
+        yield redis_server
+    finally:
+        redis_server.stop()
+
+
+@pytest.fixture(scope="module")
+def scoring_app(model_path: Path, feature_store: RedisServer) -> Iterator[FastAPI]:
     """The app under test, with the session's model (schemathesis runs its lifespan once)."""
-    app_under_test.app = create_app(service_settings(model_path))
+    app_under_test.app = create_app(service_settings(model_path, feature_store.uri))
     yield app_under_test.app
     asgi.shutdown_lifespans()  # the app's lifespan ends here, not at interpreter exit
     app_under_test.app = None
