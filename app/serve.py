@@ -16,6 +16,7 @@ from pathlib import Path
 import uvicorn
 from uvicorn.supervisors import Multiprocess, multiprocess
 
+from app import metrics_dir
 from app.config import Settings, get_settings_or_exit
 from app.conversion import CONVERSION_DIR_ENV, convert_for_workers
 from app.logs import log_config
@@ -58,15 +59,22 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def prepare_metrics_dir() -> Path:
-    """A clean PROMETHEUS_MULTIPROC_DIR for the workers (set before they import the client)."""
-    configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    directory = Path(configured) if configured else Path(tempfile.mkdtemp(prefix="fraud-metrics-"))
-    directory.mkdir(parents=True, exist_ok=True)
-    for stale in directory.glob("*.db"):
-        stale.unlink()
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
-    return directory
+def prepare_metrics_dir() -> tuple[Path, bool]:
+    """PROMETHEUS_MULTIPROC_DIR for the workers, set before they start; True if it is ours.
+
+    An operator's directory is emptied of an earlier run's files; otherwise this supervisor's own
+    directory (the one its workers would find by themselves, see app.metrics_dir).
+    """
+    configured = os.environ.get(metrics_dir.MULTIPROC_ENV)
+    if configured:
+        directory = Path(configured)
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+        return directory, False
+    directory = metrics_dir.create_for(os.getpid()) or Path(tempfile.mkdtemp(prefix="fraud-"))
+    os.environ[metrics_dir.MULTIPROC_ENV] = str(directory)
+    return directory, True
 
 
 def convert_once_for_workers(settings: Settings) -> Path | None:
@@ -121,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     if not port_is_free(args.host, args.port):
         print(f"cannot listen on {args.host}:{args.port}: address in use", file=sys.stderr)
         return 2
-    metrics_dir = prepare_metrics_dir()
+    metrics_path, own_metrics_path = prepare_metrics_dir()
     conversion_dir = convert_once_for_workers(settings)
     config = uvicorn.Config(
         APP,
@@ -146,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             Multiprocess(config, sockets=[config.bind_socket()]).run()
     finally:
-        if metrics_dir.name.startswith("fraud-metrics-"):  # ours, not one the operator set
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+        if own_metrics_path:
+            shutil.rmtree(metrics_path, ignore_errors=True)
         if conversion_dir is not None:
             shutil.rmtree(conversion_dir, ignore_errors=True)
     return 0
