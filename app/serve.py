@@ -22,6 +22,7 @@ from app.conversion import CONVERSION_DIR_ENV, convert_for_workers
 from app.logs import log_config
 
 APP = "app.main:app"
+HTTP_PROTOCOL = "app.protocol:BoundedHttpToolsProtocol"  # a string: the workers import it, not us
 
 
 class ReusePortWorker(multiprocess.Process):
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         access_log=False,
         log_config=log_config(args.log_level.upper()),
         loop="uvloop",
-        http="httptools",
+        http=HTTP_PROTOCOL,
         server_header=False,
     )
     try:

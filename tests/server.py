@@ -275,3 +275,43 @@ def send_on_own_connections(
         for client in clients:
             client.close()
     return [(response, owners[port]) for response, port in responses]
+
+
+def address(server: Server) -> tuple[str, int]:
+    """(host, port) for a raw socket to the service."""
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    return host, int(port)
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: dict[str, str]  # names in lower case
+    body: bytes
+
+
+def read_response(sock: socket.socket, timeout: float = 20) -> RawResponse:
+    """One HTTP/1.1 response framed by Content-Length, read from a raw socket (and no further)."""
+    sock.settimeout(timeout)
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(1)
+        assert chunk, f"connection closed before a complete response: {received[:300]!r}"
+        received += chunk
+    status_line, *lines = received.decode("latin-1").split("\r\n")[:-2]
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body = b""
+    while len(body) < int(headers["content-length"]):
+        chunk = sock.recv(int(headers["content-length"]) - len(body))
+        assert chunk, "connection closed in the middle of a response body"
+        body += chunk
+    return RawResponse(int(status_line.split()[1]), headers, body)
+
+
+def closed_by_server(sock: socket.socket, timeout: float = 20) -> bool:
+    """True when the server ends the stream cleanly (a FIN, not a reset), saying nothing more."""
+    sock.settimeout(timeout)
+    return sock.recv(1) == b""
