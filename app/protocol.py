@@ -5,7 +5,7 @@ uvicorn's httptools protocol buffers a request's line and headers without limit 
 - request line plus headers over HEAD_LIMIT bytes: 431, and nothing of them is kept;
 - headers not complete HEAD_TIMEOUT seconds after the request's first byte: 408;
 - body not complete BODY_TIMEOUT seconds after the headers: 408, rendered by the app (its log
-  line, metrics and error shape) by making the app's next `receive()` raise an HTTPException;
+  line, metrics and error shape), whose next `receive()` raises an HTTPException;
 - each of these closes the connection politely: the answer, a FIN, then whatever the client still
   sends is read and dropped for LINGER seconds at most, so a client still sending can read it;
 - on shutdown an idle keep-alive connection may still bring one request for DRAIN seconds (it is
@@ -17,11 +17,10 @@ Plain uvicorn runs it with `--http app.protocol:BoundedHttpToolsProtocol`.
 import asyncio
 import logging
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from starlette.exceptions import HTTPException
-from uvicorn._types import ASGI3Application, ASGIReceiveEvent
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import (
     STATUS_LINE,
@@ -62,7 +61,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._give_up_timer: asyncio.TimerHandle | None = None
         self._lingering = False  # answered for good: input is dropped until the connection ends
         self._draining = False
-        self._refusal: tuple[RequestResponseCycle, HTTPException] | None = None
         self.url = b""
 
     # --- connection --------------------------------------------------------------------------
@@ -96,7 +94,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 super().data_received(data)
             else:
                 self._feed_within_head_limit(memoryview(data))
-        self._arm_timers()
+        if self._awaiting_head or self._in_body:  # most requests arrive whole: no timer at all
+            self._arm_timers()
 
     def _feed_within_head_limit(self, view: memoryview) -> None:
         """Feed no more than the head's remaining room while a head is incomplete.
@@ -121,7 +120,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             view = view[room:]
 
     def _arm_timers(self) -> None:
-        # Only for a request that spans reads: most arrive whole and never start a timer.
         if self._lingering or self.transport.is_closing():
             return
         if self._awaiting_head and self._head_timer is None:
@@ -161,18 +159,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.server_state.total_requests += 1
             return
         super().on_response_complete()
-
-    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
-        receive = cycle.receive
-
-        async def receive_unless_refused() -> ASGIReceiveEvent:
-            message = await receive()
-            if self._refusal is not None and self._refusal[0] is cycle:
-                raise self._refusal[1]
-            return message
-
-        cycle.receive = receive_unless_refused  # type: ignore[method-assign]
-        super()._start_asgi_task(cycle, app)
 
     # --- refusals ----------------------------------------------------------------------------
 
@@ -225,12 +211,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.close_politely()
 
     def _refuse_through_app(self, cycle: RequestResponseCycle, status: int, detail: str) -> None:
-        """Make the app answer `status` itself: its next receive() raises (see _start_asgi_task)."""
-        headers = {"Connection": "close"}
-        self._refusal = (cycle, HTTPException(status, detail, headers=headers))
+        """Make the app answer `status` itself: its next receive() raises an HTTPException."""
+        cycle.message_event.set()  # a receive() under way returns what came so far...
+        cycle.message_event = _Refused(HTTPException(status, detail, {"Connection": "close"}))
         cycle.transport = _ClosingPolitely(self)
         cycle.keep_alive = False
-        cycle.message_event.set()  # wakes a receive() under way
 
     def _stop_reading_requests(self) -> None:
         self._lingering = True
@@ -303,6 +288,27 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is not None and not cycle.response_started:
             self._refuse_through_app(cycle, 503, _SHUTTING_DOWN)
+
+
+class _Refused(asyncio.Event):
+    """A refused request's message event: the app's receive() waits on it, and so it raises.
+
+    Swapped in when refusing rather than wrapping every request's receive(): that costs nothing
+    per request (a wrapper held by its cycle made each cycle garbage for the cyclic collector).
+    """
+
+    def __init__(self, refusal: HTTPException) -> None:
+        super().__init__()
+        self._refusal = refusal
+
+    async def wait(self) -> Literal[True]:
+        raise self._refusal
+
+    def set(self) -> None:
+        pass  # more body, or the response: nothing to wake any more
+
+    def clear(self) -> None:
+        pass
 
 
 class _ClosingPolitely(asyncio.Transport):
