@@ -247,7 +247,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def shutdown(self) -> None:
         """Called by uvicorn's server for every connection when a SIGTERM starts the shutdown."""
-        if self._lingering:
+        if self._lingering:  # answered for good already: nothing left to drain
             self.transport.close()
             return
         self._draining = True
@@ -293,8 +293,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 class _Refused(asyncio.Event):
     """A refused request's message event: the app's receive() waits on it, and so it raises.
 
-    Swapped in when refusing rather than wrapping every request's receive(): that costs nothing
-    per request (a wrapper held by its cycle made each cycle garbage for the cyclic collector).
+    Swapped in only when refusing: a wrapper around every request's receive(), held by its
+    cycle, would cost each request time and make its cycle garbage for the cyclic collector.
     """
 
     def __init__(self, refusal: HTTPException) -> None:

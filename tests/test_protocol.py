@@ -15,6 +15,7 @@ from app.protocol import BoundedHttpToolsProtocol
 from tests.server import closed_by_server, free_port, read_response, wait_for
 
 GRACE = 1
+KEEP_ALIVE = 2
 
 
 async def hangs_on_stuck(scope: Scope, receive: Receive, send: Send) -> None:
@@ -36,6 +37,7 @@ def server() -> Iterator[uvicorn.Server]:
         lifespan="off",
         log_config=None,
         timeout_graceful_shutdown=GRACE,
+        timeout_keep_alive=KEEP_ALIVE,
     )
     running = uvicorn.Server(config)
     thread = threading.Thread(target=running.run)  # not the main thread: no signal handlers
@@ -49,10 +51,14 @@ def server() -> Iterator[uvicorn.Server]:
         assert not thread.is_alive()
 
 
+def connect(server: uvicorn.Server) -> socket.socket:
+    return socket.create_connection((server.config.host, server.config.port), timeout=10)
+
+
 def test_request_hung_in_the_app_is_cancelled_at_the_grace_period_with_a_json_503(
     server: uvicorn.Server,
 ) -> None:
-    with socket.create_connection((server.config.host, server.config.port), timeout=10) as sock:
+    with connect(server) as sock:
         sock.sendall(b"GET /stuck HTTP/1.1\r\nHost: test\r\n\r\n")
         time.sleep(0.2)
         asked = time.monotonic()
@@ -67,3 +73,13 @@ def test_request_hung_in_the_app_is_cancelled_at_the_grace_period_with_a_json_50
     detail = "The service is shutting down: retry the request"
     assert json.loads(response.body) == {"detail": detail}
     assert GRACE <= waited < GRACE + 2
+
+
+def test_connection_that_never_sends_a_byte_is_closed_after_the_keep_alive(
+    server: uvicorn.Server,
+) -> None:
+    """uvicorn arms its keep-alive timer after a response only: a silent connection stayed."""
+    with connect(server) as sock:
+        opened = time.monotonic()
+        assert closed_by_server(sock, timeout=KEEP_ALIVE + 5)
+        assert KEEP_ALIVE - 0.5 <= time.monotonic() - opened < KEEP_ALIVE + 3
