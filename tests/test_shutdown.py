@@ -199,3 +199,13 @@ def test_clients_posting_at_sigterm_lose_no_request(
     assert returncode == 0
     assert outcomes["answered"] > 20
     assert set(outcomes) == {"answered"}
+
+
+def test_single_worker_service_exits_0_on_sigterm(workdir: Path, model_path: Path) -> None:
+    # uvicorn raises the SIGTERM again after its shutdown: the process used to die of it (143).
+    server = start_server(workdir, workers=1, MODEL_PATH=model_path)
+    try:
+        terminate(server)
+        assert server.process.wait(timeout=BOUND + 5) == 0
+    finally:
+        server.stop()
