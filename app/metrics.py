@@ -7,7 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from prometheus_client import (
+
+from app import metrics_dir
+
+# prometheus_client picks its value class when first imported: a worker of plain
+# `uvicorn --workers N` must have found its supervisor's directory before that.
+metrics_dir.use_supervisor_dir()
+
+from prometheus_client import (  # noqa: E402
     CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
@@ -18,7 +25,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+MULTIPROC_ENV = metrics_dir.MULTIPROC_ENV
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
 SCORE_BUCKETS = (1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100)
 

@@ -5,22 +5,36 @@ it is found here, in the parent, before any worker starts, and the process exits
 """
 
 import argparse
+import asyncio
+import functools
+import logging
+import math
 import multiprocessing
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess, multiprocess
 
+from app import metrics_dir
 from app.config import Settings, get_settings_or_exit
 from app.conversion import CONVERSION_DIR_ENV, convert_for_workers
 from app.logs import log_config
 
 APP = "app.main:app"
+HTTP_PROTOCOL = "app.protocol:BoundedHttpToolsProtocol"  # a string: the workers import it, not us
+# Of the exit bound, what the workers' grace period leaves for cancelling what is still stuck,
+# the app's shutdown and the processes' exit; and how late uvicorn's supervisor sees a signal.
+EXIT_RESERVE = 2
+SIGNAL_POLL = 0.5
+
+log = logging.getLogger("uvicorn.error")
 
 
 class ReusePortWorker(multiprocess.Process):
@@ -33,6 +47,48 @@ class ReusePortWorker(multiprocess.Process):
 
     def target(self, sockets: list[socket.socket] | None = None) -> None:  # runs in the worker
         super().target([bind_reuse_port(self.config.host, self.config.port, self.config.backlog)])
+
+    @property
+    def server(self) -> uvicorn.Server:
+        if self._server is None:
+            self._server = DrainingServer(config=self.config)
+        return self._server
+
+
+class DrainingServer(uvicorn.Server):
+    """A worker's server that accepts what the kernel queued for it before closing its socket.
+
+    Closing a listening socket resets the connections queued on it, whose clients have connected
+    and sent a request; accepted, they are answered like the worker's other connections.
+    """
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        queued = [connection for sock in sockets or [] for connection in accept_queued(sock)]
+        for server in self.servers:  # then closed at once: nothing more can queue
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        protocol = functools.partial(
+            self.config.http_protocol_class,  # type: ignore[call-arg]
+            config=self.config,
+            server_state=self.server_state,
+            app_state=self.lifespan.state,
+        )
+        loop = asyncio.get_running_loop()
+        for connection in queued:
+            await loop.connect_accepted_socket(protocol, connection)
+        await super().shutdown(sockets)
+
+
+def accept_queued(listener: socket.socket) -> list[socket.socket]:
+    listener.setblocking(False)
+    accepted: list[socket.socket] = []
+    while True:
+        try:
+            connection, _ = listener.accept()
+        except OSError:  # BlockingIOError: the queue is empty
+            return accepted
+        accepted.append(connection)
 
 
 def bind_reuse_port(host: str, port: int, backlog: int) -> socket.socket:
@@ -58,15 +114,48 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def prepare_metrics_dir() -> Path:
-    """A clean PROMETHEUS_MULTIPROC_DIR for the workers (set before they import the client)."""
-    configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    directory = Path(configured) if configured else Path(tempfile.mkdtemp(prefix="fraud-metrics-"))
-    directory.mkdir(parents=True, exist_ok=True)
-    for stale in directory.glob("*.db"):
-        stale.unlink()
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
-    return directory
+class Supervisor(Multiprocess):
+    """uvicorn's supervisor, whose wait for its workers at shutdown ends at the exit bound.
+
+    A worker normally exits within its grace period; one that does not (a thread that cannot be
+    cancelled keeps the interpreter alive) is killed, so the service still exits in time.
+    """
+
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket], bound: int) -> None:
+        super().__init__(config, sockets)
+        self.bound = bound
+
+    def join_all(self) -> None:
+        deadline = time.monotonic() + self.bound - SIGNAL_POLL
+        for worker in self.processes:
+            worker.process.join(max(deadline - time.monotonic(), 0))
+            if worker.process.exitcode is None:
+                log.error("worker [%s] still running at the shutdown bound: killed", worker.pid)
+                worker.kill()
+                worker.process.join()
+
+
+def worker_grace(bound: int) -> int:
+    """How long a worker waits for requests under way, for the whole service to exit in `bound`."""
+    return max(bound - math.ceil(min(EXIT_RESERVE, bound / 4)), 0)
+
+
+def prepare_metrics_dir() -> tuple[Path, bool]:
+    """PROMETHEUS_MULTIPROC_DIR for the workers, set before they start; True if it is ours.
+
+    An operator's directory is emptied of an earlier run's files; otherwise this supervisor's own
+    directory (the one its workers would find by themselves, see app.metrics_dir).
+    """
+    configured = os.environ.get(metrics_dir.MULTIPROC_ENV)
+    if configured:
+        directory = Path(configured)
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+        return directory, False
+    directory = metrics_dir.create_for(os.getpid()) or Path(tempfile.mkdtemp(prefix="fraud-"))
+    os.environ[metrics_dir.MULTIPROC_ENV] = str(directory)
+    return directory, True
 
 
 def convert_once_for_workers(settings: Settings) -> Path | None:
@@ -101,7 +190,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--timeout-graceful-shutdown",
         type=int,
         default=20,
-        help="seconds a SIGTERM waits for requests under way before cancelling them (20)",
+        help="seconds within which a SIGTERM ends the service: requests under way are finished "
+        "first, and those still stuck near the end are cancelled (20)",
     )
     parser.add_argument(
         "--balance",
@@ -121,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     if not port_is_free(args.host, args.port):
         print(f"cannot listen on {args.host}:{args.port}: address in use", file=sys.stderr)
         return 2
-    metrics_dir = prepare_metrics_dir()
+    metrics_path, own_metrics_path = prepare_metrics_dir()
     conversion_dir = convert_once_for_workers(settings)
     config = uvicorn.Config(
         APP,
@@ -129,25 +219,28 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         workers=args.workers,
         timeout_keep_alive=args.timeout_keep_alive,
-        timeout_graceful_shutdown=args.timeout_graceful_shutdown,
+        timeout_graceful_shutdown=worker_grace(args.timeout_graceful_shutdown),
         access_log=False,
         log_config=log_config(args.log_level.upper()),
         loop="uvloop",
-        http="httptools",
+        http=HTTP_PROTOCOL,
         server_header=False,
     )
     try:
         if args.workers == 1:
+            # uvicorn raises the signal again once it has shut down; this handler then lets the
+            # start command return 0 instead of dying of the SIGTERM it already handled.
+            signal.signal(signal.SIGTERM, lambda *_: None)
             uvicorn.Server(config).run()
         elif args.balance == "reuseport":
             # uvicorn's supervisor (restarts, signals) with our worker class; uvicorn is pinned.
             multiprocess.Process = ReusePortWorker  # type: ignore[misc]
-            Multiprocess(config, sockets=[]).run()
+            Supervisor(config, [], args.timeout_graceful_shutdown).run()
         else:
-            Multiprocess(config, sockets=[config.bind_socket()]).run()
+            Supervisor(config, [config.bind_socket()], args.timeout_graceful_shutdown).run()
     finally:
-        if metrics_dir.name.startswith("fraud-metrics-"):  # ours, not one the operator set
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+        if own_metrics_path:
+            shutil.rmtree(metrics_path, ignore_errors=True)
         if conversion_dir is not None:
             shutil.rmtree(conversion_dir, ignore_errors=True)
     return 0

@@ -1,4 +1,4 @@
-"""A real `python -m app` (uvicorn, 2 workers) on 127.0.0.1 for process-level tests."""
+"""A real `python -m app` (uvicorn, 2 workers), or plain uvicorn, on 127.0.0.1 for process tests."""
 
 import json
 import os
@@ -70,17 +70,39 @@ def start_server(
 ) -> Server:
     """Start the service and wait until every worker has finished its start-up."""
     port = free_port()
+    command = ("-m", "app", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers))
+    return _launch(workdir, port, (*command, *extra_args), workers, timeout, env)
+
+
+def start_uvicorn(
+    workdir: Path, *args: str, workers: int = 1, timeout: float = 90, **env: Any
+) -> Server:
+    """Plain `uvicorn app.main:app` (not the start command), as someone might run it."""
+    port = free_port()
+    command = ("-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port))
+    if workers > 1:
+        command += ("--workers", str(workers))
+    return _launch(workdir, port, (*command, *args), workers, timeout, env)
+
+
+def _launch(
+    workdir: Path,
+    port: int,
+    command: tuple[str, ...],
+    workers: int,
+    timeout: float,
+    env: dict[str, Any],
+) -> Server:
     log_path = workdir / f"server-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", str(workers), *extra_args],
+            [sys.executable, *command],
             cwd=workdir,  # no .env there: the test's environment is the whole configuration
             env=service_env(**env),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
     server = Server(process, f"http://127.0.0.1:{port}", log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -144,7 +166,11 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 def scrape(server: Server) -> Samples:
     """Every sample of /metrics, keyed by name and labels (the text must parse)."""
-    response = httpx.get(f"{server.url}/metrics", timeout=10)
+    return samples_of(httpx.get(f"{server.url}/metrics", timeout=10))
+
+
+def samples_of(response: httpx.Response) -> Samples:
+    """The samples of one /metrics answer."""
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     return {
@@ -230,9 +256,9 @@ def client_port(response: httpx.Response) -> int:
 
 
 def send_on_own_connections(
-    server: Server, count: int, path: str = SCORE, **kwargs: Any
+    server: Server, count: int, path: str = SCORE, method: str = "POST", **kwargs: Any
 ) -> list[tuple[httpx.Response, int]]:
-    """`count` POSTs, each on its own connection, with the pid of the worker that answered it.
+    """`count` requests, each on its own connection, with the pid of the worker that answered it.
 
     Each worker listens on its own SO_REUSEPORT socket and the kernel hashes each new connection
     to one of them; the connections stay open until every answer is attributed to its worker.
@@ -242,10 +268,50 @@ def send_on_own_connections(
     try:
         responses = []
         for client in clients:
-            response = client.post(path, **kwargs)
+            response = client.request(method, path, **kwargs)
             responses.append((response, client_port(response)))
         owners = worker_of_connection(server, pids)
     finally:
         for client in clients:
             client.close()
     return [(response, owners[port]) for response, port in responses]
+
+
+def address(server: Server) -> tuple[str, int]:
+    """(host, port) for a raw socket to the service."""
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    return host, int(port)
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: dict[str, str]  # names in lower case
+    body: bytes
+
+
+def read_response(sock: socket.socket, timeout: float = 20) -> RawResponse:
+    """One HTTP/1.1 response framed by Content-Length, read from a raw socket (and no further)."""
+    sock.settimeout(timeout)
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(1)
+        assert chunk, f"connection closed before a complete response: {received[:300]!r}"
+        received += chunk
+    status_line, *lines = received.decode("latin-1").split("\r\n")[:-2]
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body = b""
+    while len(body) < int(headers["content-length"]):
+        chunk = sock.recv(int(headers["content-length"]) - len(body))
+        assert chunk, "connection closed in the middle of a response body"
+        body += chunk
+    return RawResponse(int(status_line.split()[1]), headers, body)
+
+
+def closed_by_server(sock: socket.socket, timeout: float = 20) -> bool:
+    """True when the server ends the stream cleanly (a FIN, not a reset), saying nothing more."""
+    sock.settimeout(timeout)
+    return sock.recv(1) == b""

@@ -1,0 +1,328 @@
+"""The service's HTTP/1.1 protocol: uvicorn's httptools one, with bounds on what a client may hold.
+
+uvicorn's httptools protocol buffers a request's line and headers without limit and waits for them
+(and for a body) forever, so one client could hold a worker's memory or all its sockets. This one:
+- request line plus headers over HEAD_LIMIT bytes: 431, and nothing of them is kept;
+- headers not complete HEAD_TIMEOUT seconds after the request's first byte: 408;
+- body not complete BODY_TIMEOUT seconds after the headers: 408, rendered by the app (its log
+  line, metrics and error shape), whose next `receive()` raises an HTTPException;
+- each of these closes the connection politely: the answer, a FIN, then whatever the client still
+  sends is read and dropped for LINGER seconds at most, so a client still sending can read it;
+- on shutdown an idle keep-alive connection may still bring one request for DRAIN seconds (it is
+  answered with `Connection: close` instead of being reset), and a request still waiting for its
+  body near the end of the grace period is answered 503 rather than cut off.
+Plain uvicorn runs it with `--http app.protocol:BoundedHttpToolsProtocol`.
+"""
+
+import asyncio
+import logging
+import uuid
+from typing import Any, Literal
+
+import orjson
+from starlette.exceptions import HTTPException
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
+from uvicorn.server import ServerState
+
+from app import metrics
+
+HEAD_LIMIT = 64 * 1024  # request line, headers and the blank line: the load balancer's own limit
+HEAD_TIMEOUT = 10.0
+BODY_TIMEOUT = 30.0
+LINGER = 2.0
+DRAIN = 1.0
+
+log = logging.getLogger("app.request")
+
+_SHUTTING_DOWN = "The service is shutting down: retry the request"
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._head_room = HEAD_LIMIT  # bytes the current request's head may still take
+        self._awaiting_head = False  # bytes of a request arrived, its headers are not complete
+        self._head_started = 0.0
+        self._in_body = False
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._end_timer: asyncio.TimerHandle | None = None  # end of a linger or of a drain
+        self._give_up_timer: asyncio.TimerHandle | None = None
+        self._lingering = False  # answered for good: input is dropped until the connection ends
+        self._draining = False
+        self.url = b""
+
+    # --- connection --------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # A connection that never sends a byte is idle like a kept-alive one (stock uvicorn would
+        # keep it forever).
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for timer in (self._head_timer, self._body_timer, self._end_timer, self._give_up_timer):
+            if timer is not None:
+                timer.cancel()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # dropped, never kept
+        if self._in_body:
+            super().data_received(data)
+        else:
+            if not self._awaiting_head:  # this is the request's first byte
+                self._awaiting_head = True
+                self._head_started = self.loop.time()
+                self.url = b""
+            if len(data) <= self._head_room:
+                self._head_room -= len(data)
+                super().data_received(data)
+            else:
+                self._feed_within_head_limit(memoryview(data))
+        if self._awaiting_head or self._in_body:  # most requests arrive whole: no timer at all
+            self._arm_timers()
+
+    def _feed_within_head_limit(self, view: memoryview) -> None:
+        """Feed no more than the head's remaining room while a head is incomplete.
+
+        httptools keeps a header's bytes until the header ends, so the limit is enforced on what
+        is fed to it. A head that starts in the middle of a read, after a pipelined request's body,
+        is counted from the next read on.
+        """
+        while view:
+            if self._in_body or len(view) <= self._head_room:
+                if not self._in_body:
+                    self._head_room -= len(view)
+                super().data_received(view)  # type: ignore[arg-type]
+                return
+            room, self._head_room = self._head_room, 0
+            super().data_received(view[:room])  # type: ignore[arg-type]
+            if self._lingering or self.transport.is_closing():
+                return
+            if not self._in_body and self._head_room == 0:  # still the same head: over the limit
+                self._refuse(431, f"Request line and headers larger than {HEAD_LIMIT} bytes")
+                return
+            view = view[room:]
+
+    def _arm_timers(self) -> None:
+        if self._lingering or self.transport.is_closing():
+            return
+        if self._awaiting_head and self._head_timer is None:
+            delay = self._head_started + HEAD_TIMEOUT - self.loop.time()
+            self._head_timer = self.loop.call_later(delay, self._head_timed_out)
+        elif self._in_body and self._body_timer is None:
+            self._body_timer = self.loop.call_later(BODY_TIMEOUT, self._body_timed_out)
+
+    # --- parser callbacks --------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if not self._awaiting_head:  # a pipelined request, starting inside the previous read
+            self._awaiting_head = True
+            self._head_started = self.loop.time()
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        self._awaiting_head = False
+        self._head_room = HEAD_LIMIT
+        self._in_body = True
+        super().on_headers_complete()
+        if self._draining and self.cycle is not None:
+            self._last_request_before_exit(self.cycle)
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        if self._lingering:  # the connection ends here: no pipelined request, no keep-alive
+            self.server_state.total_requests += 1
+            return
+        super().on_response_complete()
+
+    # --- refusals ----------------------------------------------------------------------------
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        self._refuse(408, f"Request headers not received within {HEAD_TIMEOUT:g} seconds")
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        cycle = self.cycle
+        if cycle.response_started:  # answered before reading it all (a 413, a 403): just close
+            if cycle.response_complete:
+                self.close_politely()
+            else:
+                cycle.keep_alive = False
+            return
+        self._refuse_through_app(
+            cycle, 408, f"Request body not received within {BODY_TIMEOUT:g} seconds"
+        )
+
+    def send_400_response(self, msg: str) -> None:
+        self._refuse(400, "Invalid HTTP request")  # JSON like every other error
+
+    def _refuse(self, status: int, detail: str) -> None:
+        """Answer a request the app never saw, log and count it, and close the connection."""
+        request_id = uuid.uuid4().hex
+        seconds = self.loop.time() - self._head_started
+        method = self.parser.get_method().decode("ascii") if self.url else "unknown"
+        metrics.observe_request("unmatched", method, status, seconds)
+        line: dict[str, Any] = {
+            "method": method,
+            "path": self.url.split(b"?", 1)[0][:256].decode("latin-1"),
+        }
+        line |= {"route": "unmatched", "status": status, "request_id": request_id}
+        log.info("request", extra=line | {"latency_ms": round(seconds * 1000, 3)})
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A response is under way on this connection: close after it rather than interleave.
+            self.cycle.keep_alive = False
+            self._stop_reading_requests()
+            return
+        body = orjson.dumps({"detail": detail})
+        head = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head.append(
+            b"content-type: application/json\r\ncontent-length: %d\r\nx-request-id: %s\r\n"
+            b"connection: close\r\n\r\n" % (len(body), request_id.encode())
+        )
+        self.transport.write(b"".join(head) + body)
+        self.close_politely()
+
+    def _refuse_through_app(self, cycle: RequestResponseCycle, status: int, detail: str) -> None:
+        """Make the app answer `status` itself: its next receive() raises an HTTPException."""
+        cycle.message_event.set()  # a receive() under way returns what came so far...
+        cycle.message_event = _Refused(HTTPException(status, detail, {"Connection": "close"}))
+        cycle.transport = _ClosingPolitely(self)
+        cycle.keep_alive = False
+
+    def _stop_reading_requests(self) -> None:
+        self._lingering = True
+        for timer in (self._head_timer, self._body_timer, self._give_up_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._body_timer = self._give_up_timer = None
+        self._unset_keepalive_if_required()
+        self.parser = None  # type: ignore[assignment]  # and with it any part of a head it held
+        self.url, self.headers = b"", []
+
+    def close_politely(self) -> None:
+        """FIN after the answer, then drop what still arrives, for LINGER seconds at most.
+
+        Closing with unread bytes would send a reset, which can destroy the answer before a
+        client that is still sending (a huge header, a trickling body) has read it.
+        """
+        if self._lingering or self.transport.is_closing():
+            return
+        self._stop_reading_requests()
+        if self._end_timer is not None:
+            self._end_timer.cancel()
+        self.flow.resume_reading()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._end_timer = self.loop.call_later(LINGER, self.transport.close)
+
+    # --- shutdown ----------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Called by uvicorn's server for every connection when a SIGTERM starts the shutdown."""
+        if self._lingering:  # answered for good already: nothing left to drain
+            self.transport.close()
+            return
+        self._draining = True
+        grace = self.config.timeout_graceful_shutdown
+        if grace is not None:
+            # Before uvicorn cancels what is left, so that the app still answers it.
+            self._give_up_timer = self.loop.call_later(
+                max(grace - min(0.5, grace / 4), 0), self._give_up
+            )
+        if self.cycle is None or self.cycle.response_complete:
+            # Idle: a request may already be on its way; answer it rather than reset it.
+            drain = DRAIN if grace is None else min(DRAIN, grace / 2)
+            self._end_timer = self.loop.call_later(drain, self._drain_ended)
+        else:
+            self._last_request_before_exit(self.cycle)
+
+    def _last_request_before_exit(self, cycle: RequestResponseCycle) -> None:
+        cycle.keep_alive = False
+
+        async def unavailable() -> None:
+            # uvicorn answers a request it cancels at the end of the grace period with a plain-text
+            # 500; this service's errors are JSON, and this one is worth retrying elsewhere.
+            body = orjson.dumps({"detail": _SHUTTING_DOWN})
+            headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+            headers.append((b"content-length", str(len(body)).encode()))
+            await cycle.send({"type": "http.response.start", "status": 503, "headers": headers})
+            await cycle.send({"type": "http.response.body", "body": body, "more_body": False})
+
+        cycle.send_500_response = unavailable  # type: ignore[method-assign]
+
+    def _drain_ended(self) -> None:
+        self._end_timer = None
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.close()
+
+    def _give_up(self) -> None:
+        self._give_up_timer = None
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_started:
+            self._refuse_through_app(cycle, 503, _SHUTTING_DOWN)
+
+
+class _Refused(asyncio.Event):
+    """A refused request's message event: the app's receive() waits on it, and so it raises.
+
+    Swapped in only when refusing: a wrapper around every request's receive(), held by its
+    cycle, would cost each request time and make its cycle garbage for the cyclic collector.
+    """
+
+    def __init__(self, refusal: HTTPException) -> None:
+        super().__init__()
+        self._refusal = refusal
+
+    async def wait(self) -> Literal[True]:
+        raise self._refusal
+
+    def set(self) -> None:
+        pass  # more body, or the response: nothing to wake any more
+
+    def clear(self) -> None:
+        pass
+
+
+class _ClosingPolitely(asyncio.Transport):
+    """What a refused request's cycle writes to: closing it closes the connection politely."""
+
+    def __init__(self, protocol: BoundedHttpToolsProtocol) -> None:
+        super().__init__()
+        self._protocol = protocol
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._protocol.transport.write(data)
+
+    def is_closing(self) -> bool:
+        return self._protocol.transport.is_closing()
+
+    def close(self) -> None:
+        self._protocol.close_politely()

@@ -1,0 +1,292 @@
+"""The HTTP layer's limits against the real service: 431 for big heads, 408 for slow ones."""
+
+import json
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+
+from app.features import FEATURE_NAMES
+from app.protocol import BODY_TIMEOUT, HEAD_LIMIT, HEAD_TIMEOUT
+from app.synthetic import generate
+from bench.procfs import rss_mib
+from tests.conftest import API_KEY, HEADERS
+from tests.server import (
+    RawResponse,
+    Server,
+    address,
+    client_port,
+    closed_by_server,
+    log_records,
+    read_response,
+    scrape,
+    start_server,
+    total,
+    wait_for,
+    worker_pids,
+)
+
+pytestmark = pytest.mark.process
+
+SCORE = "/v1/fraud-score"
+MIB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterator[Server]:
+    running = start_server(tmp_path_factory.mktemp("limits"), MODEL_PATH=model_path)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def exchange(server: Server, data: bytes, piece: int | None = None) -> RawResponse:
+    """Send `data` (in writes of `piece` bytes, if given), read the answer, expect the close."""
+    with socket.create_connection(address(server), timeout=20) as sock:
+        step = piece or len(data)
+        for start in range(0, len(data), step):
+            sock.sendall(data[start : start + step])
+        response = read_response(sock)
+        assert closed_by_server(sock)
+        return response
+
+
+def head_of_size(size: int, path: str = "/health/live") -> bytes:
+    """A GET whose request line, headers and blank line are exactly `size` bytes."""
+    start = f"GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nX-Pad: ".encode()
+    end = b"\r\n\r\n"
+    return start + b"p" * (size - len(start) - len(end)) + end
+
+
+def request_lines(server: Server, **fields: Any) -> list[dict[str, Any]]:
+    wanted = fields.items()
+    return [
+        record
+        for record in log_records(server)
+        if record.get("message") == "request" and wanted <= record.items()
+    ]
+
+
+# --- 431 -----------------------------------------------------------------------------------------
+
+
+def test_head_of_exactly_the_limit_is_served(server: Server) -> None:
+    response = exchange(server, head_of_size(HEAD_LIMIT))
+    assert response.status == 200
+    assert json.loads(response.body) == {"status": "alive"}
+
+
+@pytest.mark.parametrize("piece", [None, 1000], ids=["one-write", "1000-byte-writes"])
+def test_head_one_byte_over_the_limit_is_431_and_closed(server: Server, piece: int | None) -> None:
+    response = exchange(server, head_of_size(HEAD_LIMIT + 1), piece)
+    assert response.status == 431
+    assert json.loads(response.body) == {
+        "detail": "Request line and headers larger than 65536 bytes"
+    }
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["connection"] == "close"
+    [line] = request_lines(server, request_id=response.headers["x-request-id"])
+    assert {key: line[key] for key in ("logger", "method", "path", "route", "status")} == {
+        "logger": "app.request",
+        "method": "GET",
+        "path": "/health/live",
+        "route": "unmatched",
+        "status": 431,
+    }
+
+
+def test_431_is_counted_and_its_headers_are_not_logged(server: Server) -> None:
+    labels = {"route": "unmatched", "status": "431"}
+    before = total(scrape(server), "fraud_http_requests_total", **labels)
+    secret_head = b"GET /v1/model-info HTTP/1.1\r\nX-API-Key: " + API_KEY.encode() + b"\r\n"
+    response = exchange(server, secret_head + b"X-Pad: " + b"q" * HEAD_LIMIT + b"\r\n\r\n")
+    assert response.status == 431
+
+    def counted() -> float:
+        return total(scrape(server), "fraud_http_requests_total", **labels) - before
+
+    wait_for(lambda: counted() >= 1, "the 431 to be counted")
+    assert counted() == 1
+    assert API_KEY not in server.logs()
+    assert "qqqq" not in server.logs()
+
+
+def test_huge_heads_leave_worker_memory_flat(server: Server) -> None:
+    """Ten clients each try a 128 MiB header at once; each worker's RSS must not grow 16 MiB."""
+    pids = sorted(worker_pids(server))
+    baseline = {pid: rss_mib(pid) or 0.0 for pid in pids}
+    peak = dict(baseline)
+    sending = threading.Event()
+    sending.set()
+
+    def sample() -> None:
+        while sending.is_set():
+            for pid in pids:
+                peak[pid] = max(peak[pid], rss_mib(pid) or 0.0)
+            time.sleep(0.02)
+
+    answers: list[int] = []
+
+    def attempt() -> None:
+        with socket.create_connection(address(server), timeout=30) as sock:
+            try:
+                sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: test\r\nX-Big: ")
+                for _ in range(128):
+                    sock.sendall(b"b" * MIB)
+            except OSError:
+                pass  # refused and closed before it all went: what was answered is still read
+            answers.append(read_response(sock, timeout=30).status)
+            assert closed_by_server(sock)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    clients = [threading.Thread(target=attempt) for _ in range(10)]
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join()
+    sending.clear()
+    sampler.join()
+    assert answers == [431] * 10
+    growth = {pid: round(peak[pid] - baseline[pid], 1) for pid in pids}
+    print(f"RSS per worker before {baseline} MiB, peak growth {growth} MiB")
+    assert all(grown < 16 for grown in growth.values()), growth
+
+
+# --- 408 -----------------------------------------------------------------------------------------
+
+
+def test_slow_heads_are_answered_408_and_closed(server: Server) -> None:
+    """300 sockets sending a head one byte at a time: >= 95 % answered 408 and closed in 15 s."""
+    endless = b"GET /health/live HTTP/1.1\r\nHost: test\r\nX-Slow: " + b"s" * 10_000
+    selector = selectors.DefaultSelector()
+    started: dict[socket.socket, float] = {}
+    received: dict[socket.socket, bytes] = {}
+    closed_after: dict[socket.socket, float] = {}
+    sockets = [socket.create_connection(address(server), timeout=5) for _ in range(300)]
+    try:
+        for sock in sockets:
+            sock.setblocking(False)
+            selector.register(sock, selectors.EVENT_READ)
+            received[sock] = b""
+        sent = 0
+        deadline = time.monotonic() + HEAD_TIMEOUT + 5
+        while time.monotonic() < deadline and len(closed_after) < len(sockets):
+            for sock in sockets:
+                if not received[sock] and sock not in closed_after:
+                    try:
+                        sock.send(endless[sent : sent + 1])
+                    except OSError:
+                        continue  # reset: it will not count as answered
+                    started.setdefault(sock, time.monotonic())
+            sent += 1
+            pause_until = time.monotonic() + 0.25
+            while (left := pause_until - time.monotonic()) > 0:
+                for key, _ in selector.select(timeout=left):
+                    sock = key.fileobj
+                    assert isinstance(sock, socket.socket)
+                    chunk = sock.recv(65536)
+                    received[sock] += chunk
+                    if not chunk:
+                        closed_after[sock] = time.monotonic() - started[sock]
+                        selector.unregister(sock)
+        answered = [
+            sock
+            for sock in sockets
+            if sock in closed_after
+            and closed_after[sock] <= HEAD_TIMEOUT + 5
+            and received[sock].startswith(b"HTTP/1.1 408 ")
+        ]
+        print(f"{len(answered)} of {len(sockets)} slow sockets answered 408 and closed in 15 s")
+        assert len(answered) >= 0.95 * len(sockets)
+        assert min(closed_after.values()) >= HEAD_TIMEOUT - 0.5  # never before the timeout
+        body = received[answered[0]].partition(b"\r\n\r\n")[2]
+        assert json.loads(body) == {"detail": "Request headers not received within 10 seconds"}
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_stalled_body_is_408_answered_by_the_app(server: Server) -> None:
+    labels = {"route": SCORE, "method": "POST", "status": "408"}
+    before = total(scrape(server), "fraud_http_requests_total", **labels)
+    head = (
+        f"POST {SCORE} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        f"X-API-Key: {API_KEY}\r\nContent-Length: 900\r\n\r\n"
+    ).encode()
+    with socket.create_connection(address(server)) as sock:
+        sent_at = time.monotonic()
+        sock.sendall(head + b'{"Time": 0.0, "V1": ')
+        response = read_response(sock, timeout=BODY_TIMEOUT + 15)
+        waited = time.monotonic() - sent_at
+        assert closed_by_server(sock)
+    assert response.status == 408
+    assert json.loads(response.body) == {"detail": "Request body not received within 30 seconds"}
+    assert response.headers["connection"] == "close"
+    assert BODY_TIMEOUT - 0.5 <= waited < BODY_TIMEOUT + 10
+    # The app answered it: its own log line (with the route) and its own counter.
+    [line] = request_lines(server, request_id=response.headers["x-request-id"])
+    assert (line["route"], line["status"]) == (SCORE, 408)
+    assert not [record for record in log_records(server) if record.get("level") == "error"]
+    wait_for(
+        lambda: total(scrape(server), "fraud_http_requests_total", **labels) - before >= 1,
+        "the 408 to be counted",
+    )
+
+
+# --- what must not change ------------------------------------------------------------------------
+
+
+def test_keep_alive_connection_idle_past_the_head_timeout_is_unaffected(server: Server) -> None:
+    patient = httpx.Limits(keepalive_expiry=60)  # httpx drops idle connections after 5 s
+    with httpx.Client(base_url=server.url, timeout=10, limits=patient) as client:
+        first = client.get("/health/live")
+        port = client_port(first)
+        time.sleep(HEAD_TIMEOUT + 1.5)
+        second = client.get("/health/live")
+        assert (first.status_code, second.status_code) == (200, 200)
+        assert client_port(second) == port  # the same connection, kept alive
+
+
+def test_pipelined_requests_are_each_answered(server: Server) -> None:
+    keep = b"GET /health/live HTTP/1.1\r\nHost: test\r\n\r\n"
+    last = b"GET /health HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(address(server), timeout=20) as sock:
+        sock.sendall(keep + keep + last)
+        assert [read_response(sock).status for _ in range(3)] == [200, 200, 200]
+        assert closed_by_server(sock)
+
+
+def test_large_batch_in_large_reads_is_served(server: Server) -> None:
+    """Small headers, then an 800 KB body in the same reads: the head limit is not the body's."""
+    features, _ = generate(rows=1000, seed=3)
+    rows = [dict(zip(FEATURE_NAMES, map(float, row), strict=True)) for row in features]
+    body = json.dumps({"transactions": rows}).encode()
+    assert len(body) > 10 * HEAD_LIMIT
+    head = (
+        f"POST {SCORE}/batch HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        f"X-API-Key: {API_KEY}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    response = exchange(server, head + body)
+    assert response.status == 200
+    assert len(json.loads(response.body)["results"]) == 1000
+
+
+def test_invalid_request_is_a_json_400(server: Server) -> None:
+    response = exchange(server, b"NOT HTTP AT ALL\r\n\r\n")
+    assert response.status == 400
+    assert json.loads(response.body) == {"detail": "Invalid HTTP request"}
+    assert response.headers["connection"] == "close"
+
+
+def test_normal_requests_still_pass(server: Server, mock_body: dict[str, float]) -> None:
+    response = httpx.post(f"{server.url}{SCORE}", json=mock_body, headers=HEADERS, timeout=10)
+    assert response.status_code == 200
+    assert "connection" not in response.headers  # kept alive
