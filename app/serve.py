@@ -28,7 +28,8 @@ from app.conversion import CONVERSION_DIR_ENV, convert_for_workers
 from app.logs import log_config
 
 APP = "app.main:app"
-HTTP_PROTOCOL = "app.protocol:BoundedHttpToolsProtocol"  # a string: the workers import it, not us
+# Strings: the workers import them, not the start command.
+HTTP_PROTOCOLS = {"bounded": "app.protocol:BoundedHttpToolsProtocol", "httptools": "httptools"}
 # Of the exit bound, what the workers' grace period leaves for cancelling what is still stuck,
 # the app's shutdown and the processes' exit; and how late uvicorn's supervisor sees a signal.
 EXIT_RESERVE = 2
@@ -200,6 +201,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="reuseport: a listening socket per worker (default); shared: uvicorn's single socket",
     )
     parser.add_argument(
+        "--http",
+        choices=tuple(HTTP_PROTOCOLS),
+        default="bounded",
+        help="bounded: uvicorn's httptools protocol with the contract's header and body limits "
+        "and timeouts (default); httptools: uvicorn's own, without them (to compare)",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error")
     )
     return parser.parse_args(argv)
@@ -223,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         access_log=False,
         log_config=log_config(args.log_level.upper()),
         loop="uvloop",
-        http=HTTP_PROTOCOL,
+        http=HTTP_PROTOCOLS[args.http],
         server_header=False,
     )
     try:

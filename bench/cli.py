@@ -14,9 +14,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import bodies, loadgen, machine, report, server
-from bench.configs import CONFIGS, DEFAULT_CONFIGS, SMOKE_CONFIGS
-from bench.runner import BATCH, SINGLE, Plan, Scenario, run_config
+from bench import bodies, inprocess, loadgen, machine, report, server, store
+from bench.configs import CONFIGS, DEFAULT_CONFIGS, SMOKE_CONFIGS, Config
+from bench.runner import Plan, Scenario, run_config
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / "model" / "fraud-model.joblib"
@@ -98,27 +98,95 @@ def _model(args: argparse.Namespace, work: Path) -> Path:
     return path
 
 
+# name → path (with query), body, connections, rows per request
+SCENARIOS = {
+    "single-c1": ("/v1/fraud-score", "single", 1, 1),
+    "single-c20": ("/v1/fraud-score", "single", 20, 1),
+    "batch": ("/v1/fraud-score/batch", "batch", BATCH_CONNECTIONS, BATCH_ROWS),
+    "explain-c20": ("/v1/fraud-score?explain=true", "single", 20, 1),
+    "explain-batch": ("/v1/fraud-score/batch?explain=true", "batch", BATCH_CONNECTIONS, BATCH_ROWS),
+    "by-id-c1": ("/v1/fraud-score/by-id", "by-id", 1, 1),
+    "by-id-c20": ("/v1/fraud-score/by-id", "by-id", 20, 1),
+    "by-id-batch": ("/v1/fraud-score/by-id/batch", "by-id-batch", BATCH_CONNECTIONS, BATCH_ROWS),
+    "v2-json-c20": ("/v2/models/fraud/infer", "v2-single", 20, 1),
+    "v2-binary": ("/v2/models/fraud/infer", "v2-binary", BATCH_CONNECTIONS, BATCH_ROWS),
+}  # fmt: skip
+
+
+def _without_reasons(model: Path) -> Path:
+    """The model's .onnx as training wrote it before reason codes: the classifier alone."""
+    from app.card import card_path
+    from app.contributions import split
+
+    target = model.with_name(model.stem + "-no-reasons.onnx")
+    source = model.with_suffix(".onnx")
+    if source.is_file():
+        target.write_bytes(split(source.read_bytes()).plain)
+        card_path(target).write_bytes(card_path(model).read_bytes())
+    return target
+
+
+def _start_store(work: Path) -> store.RedisServer | None:
+    if not store.available():
+        print("redis-server not found (apt-get install redis-server): no by-id scenarios")
+        return None
+    print(f"materializing {bodies.STORE_ROWS:,} rows into a redis-server on loopback", flush=True)
+    return store.start(work, bodies.write_store_source(work))
+
+
 def _run(args: argparse.Namespace, work: Path) -> int:
     started, clock, load_start = datetime.now(UTC), time.monotonic(), os.getloadavg()
     model = _model(args, work)
-    single_body, batch_body = bodies.write(work, BATCH_ROWS)
-    scenarios = (
-        Scenario(report.C1, SINGLE, single_body, 1, 1),
-        Scenario(report.C20, SINGLE, single_body, 20, 1),
-        Scenario(report.BATCH, BATCH, batch_body, BATCH_CONNECTIONS, BATCH_ROWS),
-    )
-    plan = Plan(model, scenarios, args.duration, args.warmup, single_body, batch_body, BATCH_ROWS)
-    configs = [CONFIGS[name] for name in args.configs]
-    missing = [c.name for c in configs if not c.model_path(model).is_file()]
+    _without_reasons(model)
+    written = bodies.write(work, BATCH_ROWS)
+    scenarios = {
+        name: Scenario(name, path, written[body], connections, rows)
+        for name, (path, body, connections, rows) in SCENARIOS.items()
+    }
+    redis_server = _start_store(work)
+    try:
+        plan = Plan(
+            model,
+            scenarios,
+            args.duration,
+            args.warmup,
+            BATCH_ROWS,
+            redis_server.uri if redis_server else None,
+        )
+        return _measure_all(args, plan, work, (started, clock, load_start))
+    finally:
+        if redis_server is not None:
+            redis_server.stop()
+
+
+def _measure_all(
+    args: argparse.Namespace,
+    plan: Plan,
+    work: Path,
+    clocks: tuple[datetime, float, tuple[float, float, float]],
+) -> int:
+    started, clock, load_start = clocks
+    configs: list[Config] = [CONFIGS[name] for name in args.configs]
+    missing = [c.name for c in configs if not c.model_path(plan.model).is_file()]
     if missing:
-        print(f"skipping {', '.join(missing)}: no {model.with_suffix('.onnx').name}", flush=True)
+        print(f"skipping {', '.join(missing)}: no such artifact beside the model", flush=True)
         configs = [c for c in configs if c.name not in missing]
     if not configs:
         print("nothing to measure", file=sys.stderr)
         return 1
-
-    runs, failures = [], []
+    onnx = plan.model.with_suffix(".onnx")
+    runs, failures, alone = [], [], []
     for round_number in range(1, args.rounds + 1):
+        if onnx.is_file():
+            # The model by itself, while no server runs: what two workers over HTTP must beat.
+            seconds = min(5, args.duration)
+            model_alone = inprocess.onnx_rows_per_s(onnx, plan.batch_rows, seconds)
+            alone.append({"round": round_number, **model_alone})
+            print(
+                f"round {round_number}/{args.rounds}: one ONNX session in-process, "
+                f"{plan.batch_rows:,}-row batches: {model_alone['rows_per_s']:,.0f} rows/s",
+                flush=True,
+            )
         # Rotate the order each round so no configuration always runs first (or after another).
         shift = (round_number - 1) % len(configs)
         for config in configs[shift:] + configs[:shift]:
@@ -131,11 +199,11 @@ def _run(args: argparse.Namespace, work: Path) -> int:
                 print(f"  FAILED: {error}", file=sys.stderr, flush=True)
                 failures.append({"config": config.name, "round": round_number, "error": str(error)})
 
-    results = _results(args, plan, model, runs, failures, started)
+    results = _results(args, plan, runs, failures, started, alone)
     results["elapsed_s"] = round(time.monotonic() - clock, 1)
     results["machine"]["loadavg_start"] = list(load_start)
     print()
-    print(_text(results, scenarios))
+    print(_text(results, plan))
     out_dir = args.out or (
         Path(tempfile.mkdtemp(prefix="bench-results-")) if args.smoke else RESULTS
     )
@@ -149,13 +217,13 @@ def _run(args: argparse.Namespace, work: Path) -> int:
 def _results(
     args: argparse.Namespace,
     plan: Plan,
-    model: Path,
     runs: list[dict[str, Any]],
     failures: list[dict[str, Any]],
     started: datetime,
+    alone: list[dict[str, Any]],
 ) -> dict[str, Any]:
     summary = report.summarize(runs)
-    ratio = report.ratios(summary)
+    ratio = report.ratios(summary, runs)
     return {
         "schema": 1,
         "started_at": started.isoformat(timespec="seconds"),
@@ -168,28 +236,34 @@ def _results(
             "configs": list(args.configs),
             "batch_rows": plan.batch_rows,
             "scenarios": {
-                s.name: {"path": s.path, "connections": s.connections} for s in plan.scenarios
+                s.name: {"path": s.path, "connections": s.connections, "rows": s.rows}
+                for s in plan.scenarios.values()
             },
+            "feature_store": plan.store_uri is not None,
             "wrk_threads": 1,
         },
         "machine": machine.machine_info(),
-        "model": machine.model_info(model),
+        "model": machine.model_info(plan.model),
+        "inprocess_onnx": alone,
         "runs": runs,
         "failures": failures,
         "summary": summary,
         "ratios": ratio,
-        "targets": report.targets(summary, ratio),
+        "targets": report.targets(summary, ratio, runs, alone),
         "balance": report.balance(runs),
     }
 
 
-def _text(results: dict[str, Any], scenarios: tuple[Scenario, ...]) -> str:
-    connections = {scenario.name: scenario.connections for scenario in scenarios}
+def _text(results: dict[str, Any], plan: Plan) -> str:
+    connections = {scenario.name: scenario.connections for scenario in plan.scenarios.values()}
     parts = [
         "cells: median (min..max) over rounds; rate: req/s, or rows/s for batch\n"
         "kernel: system share of the server's CPU; failed: socket errors and 4xx/5xx, all rounds\n"
         "other load: cores busy with neither the server nor wrk (noise from other work)",
         report.table(results["summary"], connections),
+        "",
+        "one ONNX session in-process (rows/s, per round): "
+        + ", ".join(f"{entry['rows_per_s']:,.0f}" for entry in results["inprocess_onnx"]),
         "",
         report.ratios_text(results["ratios"], results["targets"]),
         "",

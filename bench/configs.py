@@ -1,7 +1,16 @@
-"""The server configurations compared: engine × connection balance × artifact."""
+"""The server configurations compared, and which scenarios each one runs."""
 
 from dataclasses import dataclass
 from pathlib import Path
+
+# The original three: enough to compare engines and connection balance.
+ORIGINAL = ("single-c1", "single-c20", "batch")
+ALL_SCENARIOS = (
+    *ORIGINAL,
+    "explain-c20", "explain-batch",
+    "by-id-c1", "by-id-c20", "by-id-batch",
+    "v2-json-c20", "v2-binary",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -12,9 +21,12 @@ class Config:
     expected_engine: str  # what the workers must report, or the comparison means nothing
     artifact: str = ".joblib"  # MODEL_PATH is the model with this suffix
     about: str = ""
+    scenarios: tuple[str, ...] = ORIGINAL
+    http: str = "bounded"  # `--http`
+    feature_store: bool = False  # FEATURE_STORE_URI set to the bench's Redis
 
     def model_path(self, model: Path) -> Path:
-        return model.with_suffix(self.artifact)
+        return model.with_name(model.stem + self.artifact)
 
 
 CONFIGS = {
@@ -22,14 +34,20 @@ CONFIGS = {
     for config in (
         Config("sklearn", "sklearn", "shared", "sklearn",
                about="the original design: scikit-learn in the threadpool, one shared socket"),
-        Config("default", None, "reuseport", "onnx",
+        Config("default", None, "reuseport", "onnx", scenarios=ALL_SCENARIOS, feature_store=True,
                about="the service's defaults: ONNX converted at load, a socket per worker"),
-        Config("default-shared", None, "shared", "onnx",
+        Config("default-shared", None, "shared", "onnx", scenarios=("single-c20",),
                about="ONNX with one shared socket: isolates the connection-balance effect"),
+        Config("no-reasons", None, "reuseport", "onnx", artifact="-no-reasons.onnx",
+               scenarios=("single-c20", "batch"),
+               about="an .onnx without the explain graph: the plain path before reason codes"),
+        Config("stock-http", None, "reuseport", "onnx", http="httptools",
+               scenarios=("single-c20", "batch"),
+               about="uvicorn's own httptools protocol, without the header limits and timeouts"),
         Config("onnx-artifact", None, "reuseport", "onnx", artifact=".onnx",
                about="the exported .onnx served directly: no scikit-learn forest in memory"),
     )
 }  # fmt: skip
-DEFAULT_CONFIGS = ("sklearn", "default", "default-shared")
+DEFAULT_CONFIGS = ("sklearn", "default", "default-shared", "no-reasons", "stock-http")
 SMOKE_CONFIGS = ("sklearn", "default")
 BASELINE, CANDIDATE = "sklearn", "default"

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.bodies import Body
+
 SCRIPT = Path(__file__).resolve().parent / "wrk" / "post.lua"
 MARKER = "BENCH_RESULT "
 # A slow answer is a result to report, not a socket error: sklearn's 1,000-row batches take a while.
@@ -63,11 +65,20 @@ class Run:
             self.process.communicate()
 
 
-def start(url: str, body: Path, api_key: str, connections: int, duration: int) -> Run:
+def start(
+    url: str,
+    body: Body,
+    api_key: str,
+    connections: int,
+    duration: int,
+    script: Path = SCRIPT,
+) -> Run:
     """Start a closed-loop wrk run; it ends by itself after `duration` seconds."""
     command = [wrk_binary(), "-t1", f"-c{connections}", f"-d{duration}s",
-               "--timeout", REQUEST_TIMEOUT, "-s", str(SCRIPT), url]  # fmt: skip
-    env = os.environ | {"BENCH_BODY": str(body), "BENCH_API_KEY": api_key}
+               "--timeout", REQUEST_TIMEOUT, "-s", str(script), url]  # fmt: skip
+    env = os.environ | {"BENCH_BODY": str(body.path), "BENCH_API_KEY": api_key}
+    if body.header_length is not None:  # bench/wrk/oip.lua: OIP's binary extension
+        env["BENCH_HEADER_LENGTH"] = str(body.header_length)
     cpu_before = _children_cpu()
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

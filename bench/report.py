@@ -63,35 +63,200 @@ def _ratio(summary: dict, scenario: str, metric: str) -> float | None:
     return round(candidate / baseline, 4)
 
 
-def ratios(summary: dict) -> dict[str, float | None]:
-    """default / sklearn, on the medians over rounds."""
+Side = tuple[str, str, str]  # config, scenario, metric
+
+
+def _read(run_scenarios: dict[str, Any], scenario: str, metric: str) -> float | None:
+    result = run_scenarios.get(scenario)
+    return None if result is None else float(METRICS[metric](result))
+
+
+def round_ratios(runs: list[dict[str, Any]], top: Side, bottom: Side) -> list[float]:
+    """top / bottom within each round: the two measured minutes apart, on the same machine load."""
+    by_round: dict[int, dict[str, dict[str, Any]]] = {}
+    for run in runs:
+        by_round.setdefault(run["round"], {})[run["config"]] = run["scenarios"]
+    ratios = []
+    for configs in by_round.values():
+        if top[0] not in configs or bottom[0] not in configs:
+            continue
+        a = _read(configs[top[0]], top[1], top[2])
+        b = _read(configs[bottom[0]], bottom[1], bottom[2])
+        if a is not None and b:
+            ratios.append(a / b)
+    return ratios
+
+
+def _median_ratio(runs: list[dict[str, Any]], top: Side, bottom: Side) -> float | None:
+    values = round_ratios(runs, top, bottom)
+    return round(statistics.median(values), 4) if values else None
+
+
+def ratios(summary: dict, runs: list[dict[str, Any]] | None = None) -> dict[str, float | None]:
+    """default / sklearn on the medians over rounds; the newer ratios within each round."""
+    runs = runs or []
+    d = CANDIDATE
     return {
         "req_per_s_c20": _ratio(summary, C20, "rate"),
         "p99_c20": _ratio(summary, C20, "p99_ms"),
         "p50_c1": _ratio(summary, C1, "p50_ms"),
         "batch_rows_per_s": _ratio(summary, BATCH, "rate"),
         "rss_mib_per_worker": _ratio(summary, BATCH, "rss_mib_per_worker"),
+        # by id ÷ raw, same server
+        "by_id_c20_req_per_s": _median_ratio(runs, (d, "by-id-c20", "rate"), (d, C20, "rate")),
+        "by_id_c20_p99": _median_ratio(runs, (d, "by-id-c20", "p99_ms"), (d, C20, "p99_ms")),
+        # explain ÷ plain, same server
+        "explain_c20_req_per_s": _median_ratio(runs, (d, "explain-c20", "rate"), (d, C20, "rate")),
+        "explain_batch_rows_per_s": _median_ratio(
+            runs, (d, "explain-batch", "rate"), (d, BATCH, "rate")
+        ),
+        # the plain path with the explain graph in the artifact ÷ without it
+        "plain_c20_vs_no_reasons": _median_ratio(
+            runs, (d, C20, "rate"), ("no-reasons", C20, "rate")
+        ),
+        "plain_batch_vs_no_reasons": _median_ratio(
+            runs, (d, BATCH, "rate"), ("no-reasons", BATCH, "rate")
+        ),
+        # the bounded HTTP protocol ÷ uvicorn's own
+        "plain_c20_vs_stock_http": _median_ratio(
+            runs, (d, C20, "rate"), ("stock-http", C20, "rate")
+        ),
+        "plain_batch_vs_stock_http": _median_ratio(
+            runs, (d, BATCH, "rate"), ("stock-http", BATCH, "rate")
+        ),
+        # OIP ÷ /v1, same server
+        "v2_json_c20_req_per_s": _median_ratio(runs, (d, "v2-json-c20", "rate"), (d, C20, "rate")),
     }
 
 
-def targets(summary: dict, ratio: dict[str, float | None]) -> list[dict[str, Any]]:
-    """The issue's targets, judged on medians over rounds; None where a side was not measured."""
+def _p50_gap(runs: list[dict[str, Any]]) -> float | None:
+    """by-id p50 minus the raw route's at one connection (ms), median over rounds."""
+    gaps = []
+    for run in runs:
+        if run["config"] == CANDIDATE:
+            a = _read(run["scenarios"], "by-id-c1", "p50_ms")
+            b = _read(run["scenarios"], C1, "p50_ms")
+            if a is not None and b is not None:
+                gaps.append(a - b)
+    return round(statistics.median(gaps), 4) if gaps else None
 
-    def check(name: str, value: float | None, holds: Callable[[float], bool]) -> dict[str, Any]:
-        return {"target": name, "value": value, "holds": None if value is None else holds(value)}
 
+def _binary_vs_inprocess(
+    runs: list[dict[str, Any]], inprocess: list[dict[str, Any]]
+) -> float | None:
+    """binary infer rows/s over HTTP ÷ one ONNX session's rows/s in-process, per round."""
+    model_alone = {entry["round"]: entry["rows_per_s"] for entry in inprocess}
+    values = [
+        float(run["scenarios"]["v2-binary"]["rows_per_s"]) / model_alone[run["round"]]
+        for run in runs
+        if run["config"] == CANDIDATE
+        and "v2-binary" in run["scenarios"]
+        and model_alone.get(run["round"])
+    ]
+    return round(statistics.median(values), 4) if values else None
+
+
+def targets(
+    summary: dict,
+    ratio: dict[str, float | None],
+    runs: list[dict[str, Any]] | None = None,
+    inprocess: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """The issues' targets, judged on medians over rounds; None where a side was not measured."""
+    runs, inprocess = runs or [], inprocess or []
+
+    def check(
+        issue: str, name: str, value: float | None, holds: Callable[[float], bool]
+    ) -> dict[str, Any]:
+        verdict = None if value is None else holds(value)
+        return {"issue": issue, "target": name, "value": value, "holds": verdict}
+
+    d = CANDIDATE
     return [
-        check("20 conn req/s >= 12x sklearn", ratio["req_per_s_c20"], lambda v: v >= 12),
-        check("20 conn p99 <= 1/8 of sklearn", ratio["p99_c20"], lambda v: v <= 1 / 8),
+        check("engine", "20 conn req/s >= 12x sklearn", ratio["req_per_s_c20"], lambda v: v >= 12),
+        check("engine", "20 conn p99 <= 1/8 of sklearn", ratio["p99_c20"], lambda v: v <= 1 / 8),
         check(
-            "1 conn p50 <= 0.6 ms", _median(summary, CANDIDATE, C1, "p50_ms"), lambda v: v <= 0.6
+            "engine", "1 conn p50 <= 0.6 ms", _median(summary, d, C1, "p50_ms"), lambda v: v <= 0.6
         ),
         check(
+            "engine",
             "batch >= 100,000 rows/s",
-            _median(summary, CANDIDATE, BATCH, "rate"),
+            _median(summary, d, BATCH, "rate"),
             lambda v: v >= 100_000,
         ),
-        check("RSS/worker <= sklearn", ratio["rss_mib_per_worker"], lambda v: v <= 1.0),
+        check("engine", "RSS/worker <= sklearn", ratio["rss_mib_per_worker"], lambda v: v <= 1.0),
+        check(
+            "feature store",
+            "by-id 20 conn req/s >= 60% of raw",
+            ratio["by_id_c20_req_per_s"],
+            lambda v: v >= 0.6,
+        ),
+        check(
+            "feature store",
+            "by-id 20 conn p99 <= 2x raw",
+            ratio["by_id_c20_p99"],
+            lambda v: v <= 2,
+        ),
+        check(
+            "feature store",
+            "by-id 1 conn p50 <= raw + 0.3 ms",
+            _p50_gap(runs),
+            lambda v: v <= 0.3,
+        ),
+        check(
+            "feature store",
+            "by-id batch >= 100,000 rows/s",
+            _median(summary, d, "by-id-batch", "rate"),
+            lambda v: v >= 100_000,
+        ),
+        check(
+            "reason codes",
+            "explain 20 conn >= 90% of plain",
+            ratio["explain_c20_req_per_s"],
+            lambda v: v >= 0.9,
+        ),
+        check(
+            "reason codes",
+            "explain batch >= 70% of plain",
+            ratio["explain_batch_rows_per_s"],
+            lambda v: v >= 0.7,
+        ),
+        check(
+            "reason codes",
+            "plain 20 conn unchanged (>= 0.95x)",
+            ratio["plain_c20_vs_no_reasons"],
+            lambda v: v >= 0.95,
+        ),
+        check(
+            "edges",
+            "plain 20 conn unchanged (>= 0.95x stock)",
+            ratio["plain_c20_vs_stock_http"],
+            lambda v: v >= 0.95,
+        ),
+        check(
+            "OIP",
+            "binary infer >= 300,000 rows/s",
+            _median(summary, d, "v2-binary", "rate"),
+            lambda v: v >= 300_000,
+        ),
+        check(
+            "OIP",
+            "binary infer >= 1x one session in-process",
+            _binary_vs_inprocess(runs, inprocess),
+            lambda v: v >= 1.0,
+        ),
+        check(
+            "OIP",
+            "JSON batch >= 200,000 rows/s",
+            _median(summary, d, BATCH, "rate"),
+            lambda v: v >= 200_000,
+        ),
+        check(
+            "OIP",
+            "v2 JSON 20 conn >= 80% of /v1",
+            ratio["v2_json_c20_req_per_s"],
+            lambda v: v >= 0.8,
+        ),
     ]
 
 
@@ -161,14 +326,14 @@ def table(summary: dict, connections: dict[str, int]) -> str:
 
 
 def ratios_text(ratio: dict[str, float | None], checks: list[dict[str, Any]]) -> str:
-    lines = [f"{CANDIDATE}/{BASELINE} (medians):"]
+    lines = [f"ratios ({CANDIDATE}/{BASELINE} on medians; the others within each round):"]
     for name, value in ratio.items():
         lines.append(f"  {name:<20} {'n/a' if value is None else f'{value:,.3f}'}")
     lines.append("targets:")
     for check in checks:
         verdict = {True: "HOLDS", False: "MISSED", None: "n/a"}[check["holds"]]
         shown = "n/a" if check["value"] is None else f"{check['value']:,.3f}"
-        lines.append(f"  {verdict:<7} {check['target']:<32} {shown}")
+        lines.append(f"  {verdict:<7} {check['issue']:<14} {check['target']:<44} {shown}")
     return "\n".join(lines)
 
 

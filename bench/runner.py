@@ -6,19 +6,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import loadgen, procfs, server
+from bench import loadgen, procfs, server, store
+from bench.bodies import Body
 from bench.configs import Config
 
-SINGLE, BATCH = "/v1/fraud-score", "/v1/fraud-score/batch"
+OIP_SCRIPT = loadgen.SCRIPT.with_name("oip.lua")
 
 
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    path: str
-    body: Path
+    path: str  # with the query string, if any
+    body: Body
     connections: int
     rows: int  # transactions per request
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What the request needs beyond the key and JSON content type (OIP's binary extension)."""
+        if self.body.header_length is None:
+            return {}
+        return {
+            "Inference-Header-Content-Length": str(self.body.header_length),
+            "Content-Type": "application/octet-stream",
+        }
 
 
 @dataclass(frozen=True)
@@ -26,32 +37,51 @@ class Plan:
     """What every configuration and round runs through."""
 
     model: Path
-    scenarios: tuple[Scenario, ...]
+    scenarios: dict[str, Scenario]
     duration: int
     warmup: int
-    single_body: Path
-    batch_body: Path
     batch_rows: int
+    store_uri: str | None  # the bench's Redis, holding the by-id scenarios' ids; None: none
+
+
+def runnable(plan: Plan, config: Config) -> list[Scenario]:
+    """The configuration's scenarios that this run can measure (by-id needs the bench's Redis)."""
+    return [
+        plan.scenarios[name]
+        for name in config.scenarios
+        if plan.store_uri is not None or not name.startswith("by-id")
+    ]
 
 
 def run_config(plan: Plan, config: Config, round_number: int, run_dir: Path) -> dict[str, Any]:
     """Start the configuration's server, measure it, stop it (always), return the numbers."""
     started = time.monotonic()
-    srv = server.start(run_dir, config.model_path(plan.model), config.engine, config.balance)
+    env = {}
+    if config.feature_store and plan.store_uri is not None:
+        env = {"FEATURE_STORE_URI": plan.store_uri, "FEATURE_STORE_PREFIX": store.PREFIX}
+    srv = server.start(
+        run_dir,
+        config.model_path(plan.model),
+        config.engine,
+        config.balance,
+        http=config.http,
+        env=env,
+    )
+    scenarios = runnable(plan, config)
     try:
         startup_s = round(time.monotonic() - started, 1)
         engines = srv.engines()
         if any(engine != config.expected_engine for engine in engines):
             # Not fatal: the numbers are still reported, but labelled with what really served.
             print(f"  warning: {config.name} served with {engines}, not {config.expected_engine}")
-        server.check_answers(
-            srv, plan.single_body.read_bytes(), plan.batch_body.read_bytes(), plan.batch_rows
-        )
-        _warm_up(plan, srv)
-        scenarios = {}
-        for scenario in plan.scenarios:
-            scenarios[scenario.name] = measure(srv, scenario, plan.duration)
-            _print_line(config.name, round_number, scenario, scenarios[scenario.name])
+        for scenario in scenarios:
+            body = scenario.body.path.read_bytes()
+            server.check_answer(srv, scenario.path, body, scenario.headers)
+        _warm_up(plan, srv, scenarios)
+        results = {}
+        for scenario in scenarios:
+            results[scenario.name] = measure(srv, scenario, plan.duration)
+            _print_line(config.name, round_number, scenario, results[scenario.name])
         workers_now = procfs.worker_pids(srv.pid)
     finally:
         srv.stop()
@@ -61,29 +91,40 @@ def run_config(plan: Plan, config: Config, round_number: int, run_dir: Path) -> 
         "engine": engines[0] if len(set(engines)) == 1 else "mixed",  # what really served
         "engines_loaded": engines,
         "balance": config.balance,
+        "http": config.http,
         "model_path": str(config.model_path(plan.model)),
         "startup_s": startup_s,
         "worker_pids": srv.workers,
         "workers_restarted": sorted(workers_now) != sorted(srv.workers),
-        "scenarios": scenarios,
+        "scenarios": results,
         "server_log": server.log_summary(srv),
     }
 
 
-def _warm_up(plan: Plan, srv: server.Server) -> None:
-    """Both request kinds under load first: imports, caches and the threadpool start warm."""
-    runs = ((SINGLE, plan.single_body, 20, plan.warmup), (BATCH, plan.batch_body, 4, 1))
-    for path, body, connections, seconds in runs:
-        loadgen.start(srv.url + path, body, srv.api_key, connections, seconds).finish()
+def _start_wrk(srv: server.Server, scenario: Scenario, connections: int, seconds: int) -> Any:
+    script = OIP_SCRIPT if scenario.body.header_length is not None else loadgen.SCRIPT
+    return loadgen.start(
+        srv.url + scenario.path,
+        scenario.body,
+        srv.api_key,
+        connections,
+        seconds,
+        script=script,
+    )
+
+
+def _warm_up(plan: Plan, srv: server.Server, scenarios: list[Scenario]) -> None:
+    """Every request kind under load first: imports, caches and the threadpool start warm."""
+    for scenario in scenarios:
+        seconds = plan.warmup if scenario.name == scenarios[0].name else 1
+        _start_wrk(srv, scenario, min(scenario.connections, 8), seconds).finish()
 
 
 def measure(srv: server.Server, scenario: Scenario, duration: int) -> dict[str, Any]:
     """wrk's numbers plus the server's CPU time, memory and connection placement meanwhile."""
     pids = procfs.group_pids(srv.pid)
     cpu_before, busy_before = procfs.cpu_seconds(pids), procfs.machine_busy_seconds()
-    run = loadgen.start(
-        srv.url + scenario.path, scenario.body, srv.api_key, scenario.connections, duration
-    )
+    run = _start_wrk(srv, scenario, scenario.connections, duration)
     try:
         # Mid-run, every keep-alive connection is open and placed: count them per worker.
         time.sleep(duration / 2)

@@ -83,7 +83,9 @@ def _signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
-def service_env(model: Path, engine: str | None, api_key: str, run_dir: Path) -> dict[str, str]:
+def service_env(
+    model: Path, engine: str | None, api_key: str, run_dir: Path, extra: dict[str, str]
+) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key in _INHERITED}
     repo = str(Path(__file__).resolve().parents[1])
     env |= {
@@ -95,24 +97,32 @@ def service_env(model: Path, engine: str | None, api_key: str, run_dir: Path) ->
     }
     if engine is not None:  # None: MODEL_ENGINE unset, the service's own default (auto)
         env["MODEL_ENGINE"] = engine
+    env |= extra
     return env
 
 
 def start(
-    run_dir: Path, model: Path, engine: str | None, balance: str, timeout: float = 300
+    run_dir: Path,
+    model: Path,
+    engine: str | None,
+    balance: str,
+    *,
+    http: str = "bounded",
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
 ) -> Server:
     """A fresh server whose workers have all loaded the model and answer /health with 200."""
     port, api_key = free_port(), secrets.token_urlsafe(24)
     log_path = run_dir / f"server-{port}.log"
     command = [
         sys.executable, "-m", "app", "--host", HOST, "--port", str(port), "--workers", str(WORKERS),
-        "--timeout-keep-alive", "75", "--balance", balance,
+        "--timeout-keep-alive", "75", "--balance", balance, "--http", http,
     ]  # fmt: skip
     with log_path.open("wb") as log:  # a file, never a pipe nobody drains
         process = subprocess.Popen(
             command,
             cwd=run_dir,  # no .env there: this environment is the whole configuration
-            env=service_env(model, engine, api_key, run_dir),
+            env=service_env(model, engine, api_key, run_dir, env or {}),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: measured, then stopped, as one
@@ -149,12 +159,18 @@ def _wait_until_ready(server: Server, timeout: float) -> None:
         time.sleep(0.05)
 
 
-def request(server: Server, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+def request(
+    server: Server,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, bytes]:
     """One request on a fresh connection (http.client: no proxy settings apply to loopback)."""
     connection = http.client.HTTPConnection(HOST, server.port, timeout=30)
-    headers = {"X-API-Key": server.api_key, "Content-Type": "application/json"}
+    sent = {"X-API-Key": server.api_key, "Content-Type": "application/json", **(headers or {})}
     try:
-        connection.request(method, path, body=body, headers=headers)
+        connection.request(method, path, body=body, headers=sent)
         response = connection.getresponse()
         return response.status, response.read()
     except OSError:
@@ -163,15 +179,11 @@ def request(server: Server, method: str, path: str, body: bytes | None = None) -
         connection.close()
 
 
-def check_answers(server: Server, single: bytes, batch: bytes, batch_rows: int) -> None:
-    """One scored request of each kind before measuring, so a misconfiguration fails in seconds."""
-    status, body = request(server, "POST", "/v1/fraud-score", single)
-    if status != 200 or "fraud-score" not in json.loads(body or b"{}"):
-        raise ServerError(f"POST /v1/fraud-score answered {status}: {body[:300]!r}")
-    status, body = request(server, "POST", "/v1/fraud-score/batch", batch)
-    results = json.loads(body or b"{}").get("results") if status == 200 else None
-    if not isinstance(results, list) or len(results) != batch_rows:
-        raise ServerError(f"POST /v1/fraud-score/batch answered {status}: {body[:300]!r}")
+def check_answer(server: Server, path: str, body: bytes, headers: dict[str, str]) -> None:
+    """One request of a scenario before measuring it, so a misconfiguration fails in seconds."""
+    status, answer = request(server, "POST", path, body, headers)
+    if status != 200:
+        raise ServerError(f"POST {path} answered {status}: {answer[:300]!r}")
 
 
 def log_summary(server: Server) -> dict[str, Any]:

@@ -1,0 +1,81 @@
+"""A throw-away redis-server on loopback for the by-id scenarios, filled by the real loader."""
+
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from bench.server import HOST, free_port
+
+PREFIX = "bench:v1"
+
+
+@dataclass
+class RedisServer:
+    process: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def uri(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+def available() -> bool:
+    return shutil.which("redis-server") is not None
+
+
+def start(workdir: Path, source: Path) -> RedisServer:
+    """redis-server without persistence, then `python -m app.featurestore materialize` into it."""
+    port = free_port()
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    server = RedisServer(process, port)
+    try:
+        _wait_for_ping(server)
+        loader = subprocess.run(
+            [sys.executable, "-m", "app.featurestore", "materialize", "--source", str(source),
+             "--uri", server.uri, "--prefix", PREFIX],
+            cwd=Path(__file__).resolve().parents[1],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )  # fmt: skip
+        if loader.returncode != 0:
+            raise RuntimeError(f"materialize failed ({loader.returncode}): {loader.stderr[-500:]}")
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def _wait_for_ping(server: RedisServer, timeout: float = 20) -> None:
+    client = redis.Redis(host=HOST, port=server.port, socket_timeout=1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {server.process.returncode}")
+        try:
+            if client.ping():
+                return
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    raise RuntimeError(f"redis-server did not answer in {timeout:.0f} s")
