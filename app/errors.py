@@ -107,10 +107,13 @@ def _public_error(item: dict[str, Any]) -> dict[str, Any]:
 OIP_PREFIX = "/v2"
 
 
-def _is_oip(request: Request) -> bool:
-    """Whether the request is one of the Open Inference Protocol's (its errors have OIP's shape)."""
-    path: str = request.scope["path"]
+def is_oip_path(path: str) -> bool:
+    """Whether a path is one of the Open Inference Protocol's (its errors have OIP's shape)."""
     return path == OIP_PREFIX or path.startswith(OIP_PREFIX + "/")
+
+
+def _is_oip(request: Request) -> bool:
+    return is_oip_path(request.scope["path"])
 
 
 async def _service_error(request: Request, exc: Exception) -> Response:

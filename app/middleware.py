@@ -1,5 +1,6 @@
 """Per-request context: request id, latency metrics, one JSON log line, and the last-resort 500."""
 
+import asyncio
 import logging
 import re
 import time
@@ -10,7 +11,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
-from app.errors import json_response
+from app.errors import is_oip_path, json_response
 
 log = logging.getLogger("app.request")
 
@@ -59,10 +60,16 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_context)
+        except asyncio.CancelledError:
+            # Cancelled at the end of a graceful shutdown: app.protocol answers it 503 itself.
+            if not response_started:
+                status = 503
+            raise
         except Exception:
             log.exception("unhandled error", extra={"request_id": request_id})
             if not response_started:
-                body = {"detail": "Internal server error", "request_id": request_id}
+                message_key = "error" if is_oip_path(scope["path"]) else "detail"
+                body = {message_key: "Internal server error", "request_id": request_id}
                 await json_response(body, 500)(scope, receive, send_with_context)
         finally:
             self._record(scope, state, status, time.perf_counter() - started)
