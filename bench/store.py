@@ -23,6 +23,9 @@ class RedisServer:
     def uri(self) -> str:
         return f"redis://{HOST}:{self.port}/0"
 
+    def client(self) -> redis.Redis:
+        return redis.Redis(host=HOST, port=self.port, socket_timeout=5)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -37,9 +40,9 @@ def available() -> bool:
     return shutil.which("redis-server") is not None
 
 
-def start(workdir: Path, source: Path) -> RedisServer:
-    """redis-server without persistence, then `python -m app.featurestore materialize` into it."""
-    port = free_port()
+def start_redis(workdir: Path, port: int | None = None) -> RedisServer:
+    """redis-server on a (free) loopback port, without persistence, answering PING; or raise."""
+    port = port or free_port()
     process = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
          "--dir", str(workdir)],
@@ -50,6 +53,16 @@ def start(workdir: Path, source: Path) -> RedisServer:
     server = RedisServer(process, port)
     try:
         _wait_for_ping(server)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def start(workdir: Path, source: Path) -> RedisServer:
+    """A Redis for the bench, filled by `python -m app.featurestore materialize` from `source`."""
+    server = start_redis(workdir)
+    try:
         loader = subprocess.run(
             [sys.executable, "-m", "app.featurestore", "materialize", "--source", str(source),
              "--uri", server.uri, "--prefix", PREFIX],
@@ -70,12 +83,15 @@ def start(workdir: Path, source: Path) -> RedisServer:
 def _wait_for_ping(server: RedisServer, timeout: float = 20) -> None:
     client = redis.Redis(host=HOST, port=server.port, socket_timeout=1)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"redis-server exited with {server.process.returncode}")
-        try:
-            if client.ping():
-                return
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    raise RuntimeError(f"redis-server did not answer in {timeout:.0f} s")
+    try:
+        while time.monotonic() < deadline:
+            if server.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {server.process.returncode}")
+            try:
+                if client.ping():
+                    return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+    finally:
+        client.close()
+    raise RuntimeError(f"redis-server did not answer PING within {timeout:.0f} s")

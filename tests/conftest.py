@@ -82,3 +82,15 @@ def client_factory(make_settings: Callable[..., Settings]) -> Iterator[Callable[
     yield factory
     for manager in reversed(opened):
         manager.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real redis-server for one test module (tests.redis_server skips when there is none)."""
+    from tests.redis_server import start_redis
+
+    running = start_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield running
+    finally:
+        running.stop()

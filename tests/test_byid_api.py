@@ -28,12 +28,8 @@ ROWS, _ = generate(rows=60, seed=23, fraud_rate=0.3)
 
 
 @pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    running = start_redis(tmp_path_factory.mktemp("byid-redis"))
-    try:
-        yield running
-    finally:
-        running.stop()
+def redis_server(shared_redis: RedisServer) -> RedisServer:
+    return shared_redis
 
 
 @pytest.fixture

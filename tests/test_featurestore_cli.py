@@ -12,7 +12,6 @@ import sys
 import termios
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ import redis
 from app.features import FEATURE_NAMES, WRITTEN_AT_FIELD, meta_key, transaction_key
 from app.synthetic import generate
 from tests.conftest import ROOT, SAMPLE_CSV
-from tests.redis_server import RedisServer, requires_redis, start_redis
+from tests.redis_server import RedisServer, requires_redis
 from tests.server import free_port
 
 pytestmark = requires_redis
@@ -34,15 +33,6 @@ PREFIX = "test:v1"
 FEATURES, LABELS = generate(rows=40, seed=9, fraud_rate=0.2)
 IDS = [f"tx-{index:03d}" for index in range(40)]
 SECRET = "4242.4242"  # no output may repeat it
-
-
-@pytest.fixture(scope="module")
-def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    running = start_redis(tmp_path_factory.mktemp("redis"))
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture

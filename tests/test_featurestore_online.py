@@ -49,15 +49,6 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("featurestore")
 
 
-@pytest.fixture(scope="module")
-def shared_redis(workdir: Path) -> Iterator[RedisServer]:
-    running = start_redis(workdir)
-    try:
-        yield running
-    finally:
-        running.stop()
-
-
 @pytest.fixture
 def server(shared_redis: RedisServer) -> RedisServer:
     """The module's Redis, emptied for each test."""
