@@ -1,4 +1,5 @@
-"""The Dockerfile and compose file, checked statically: no Docker engine runs on these machines."""
+"""The Dockerfile, compose file and image scripts, checked statically (`make image` builds and runs
+the image for real with buildah: no Docker engine runs on these machines)."""
 
 import json
 import re
@@ -32,6 +33,34 @@ def stages() -> dict[str, str]:
     return found
 
 
+def stage_parents() -> dict[str, set[str]]:
+    """Stage → the stages it is built from or copies from: what a builder must build first."""
+    parents: dict[str, set[str]] = {}
+    for name, body in stages().items():
+        base = re.match(r"FROM\s+(\S+)", body)
+        assert base
+        parents[name] = {base.group(1), *re.findall(r"--from=(\S+)", body)} & stages().keys()
+    return parents
+
+
+def needed_for(target: str) -> set[str]:
+    """The stages BuildKit and buildah build for --target (they skip the others)."""
+    parents = stage_parents()
+    needed, todo = set(), [target]
+    while todo:
+        stage = todo.pop()
+        if stage not in needed:
+            needed.add(stage)
+            todo.extend(parents[stage])
+    return needed
+
+
+def copy_sources(stage: str) -> list[str]:
+    """Each COPY of a stage as 'SOURCE(S)' with its --from, without the destination."""
+    copies = re.findall(r"^COPY\s+(.+)\s+\S+$", stages()[stage], re.MULTILINE)
+    return [" ".join(copy.split()) for copy in copies]
+
+
 def exec_form(instruction: str, stage: str) -> list[str]:
     match = re.search(rf"^{instruction}\s+(.*)$", stages()[stage], re.MULTILINE)
     assert match, f"no {instruction} in stage {stage}"
@@ -48,7 +77,52 @@ def test_stages() -> None:
 def test_test_stage_runs_the_suite_like_make_test() -> None:
     test_stage = stages()["test"]
     assert "FROM deps AS test" in test_stage
-    assert re.search(r"RUN .*make test", test_stage)
+    assert re.search(r"RUN .*make test VENV=/opt/venv", test_stage)
+    # Everything, so the suite sees the repository as `make test` does on a developer machine.
+    assert "COPY . ." in test_stage
+
+
+def test_production_cannot_be_built_without_the_test_stage() -> None:
+    """BuildKit and buildah build only what the target needs: the suite must be part of it."""
+    assert needed_for("production") == {"deps", "test", "model", "production"}
+    (marker,) = re.findall(r"^COPY --from=test (\S+) \S+$", stages()["production"], re.MULTILINE)
+    # The file is written by the RUN that runs the suite, after it and only if it passed.
+    (run,) = [line for line in stages()["test"].splitlines() if "make test" in line]
+    assert re.search(rf"make test [^&;|]*&& .*> {Path(marker).name}$", run), run
+    assert "||" not in run
+    assert ";" not in run
+    assert marker == f"/app/{Path(marker).name}"  # the test stage's WORKDIR
+    # Nothing else in the test stage creates it, nor could the build context supply it first.
+    assert stages()["test"].count(Path(marker).name) == 1
+
+
+def test_production_ships_the_code_the_suite_passed_on() -> None:
+    production = stages()["production"].splitlines()
+    copy_app = production.index("COPY app/ app/")
+    check = production.index("RUN sha256sum --check --quiet tests-passed.sha256")
+    assert copy_app < check
+    # The digest covers every file under app/, listed in the test stage after the suite ran.
+    assert (
+        "find app -type f ! -path '*/__pycache__/*' -exec sha256sum {} + > tests-passed.sha256"
+        in stages()["test"]
+    )
+
+
+def test_test_tools_are_installed_before_the_sources_are_copied() -> None:
+    """A code change then rebuilds only the suite's layer: no downloads again."""
+    lines = stages()["test"].splitlines()
+    copy_all = lines.index("COPY . .")
+    dev = next(i for i, line in enumerate(lines) if "pip install -r requirements-dev.txt" in line)
+    tools = lines.index("RUN sh scripts/install-test-tools.sh")
+    assert dev < copy_all
+    assert tools < copy_all
+    assert "COPY requirements-offline.txt requirements-dev.txt ./" in lines[:dev]
+
+
+def test_only_the_test_stage_says_it_runs_inside_the_image_build() -> None:
+    assert "ENV FRAUD_IMAGE_BUILD=1" in stages()["test"]
+    for name in ("deps", "model", "production"):
+        assert "FRAUD_IMAGE_BUILD" not in stages()[name], name
 
 
 def test_production_is_slim_and_non_root() -> None:
@@ -65,8 +139,24 @@ def test_production_is_slim_and_non_root() -> None:
 def test_production_carries_no_test_packages() -> None:
     production = stages()["production"]
     assert "requirements-dev" not in production
-    assert "tests" not in production
-    assert "COPY --from=deps /opt/venv /opt/venv" in production
+    assert "requirements-offline" not in production
+    # Exactly these, and the venv is the one of requirements.txt alone (deps), not test's.
+    assert copy_sources("production") == [
+        "--from=deps /opt/venv",
+        "app/",
+        "--from=test /app/tests-passed.sha256",
+        "model/mock-request-body.json",
+        "--from=model /app/model/",
+    ]
+    assert "COPY requirements.txt ." in stages()["deps"]
+    assert re.search(
+        r"--python /opt/venv/bin/python install -r requirements\.txt$",
+        stages()["deps"],
+        re.MULTILINE,
+    )
+    # Nor an installer: the venv is made without pip, and only the test stage adds it.
+    assert "python -m venv --without-pip /opt/venv" in stages()["deps"]
+    assert "ensurepip" not in stages()["deps"] + stages()["production"]
     runtime = (ROOT / "requirements.txt").read_text().lower()
     for test_only in ("pytest", "httpx", "hypothesis", "schemathesis", "ruff", "hadolint"):
         assert not re.search(rf"^{test_only}", runtime, re.MULTILINE), test_only
@@ -92,6 +182,7 @@ def test_command_is_the_start_command_of_make_run() -> None:
         "--port": "8888",
         "--workers": "2",
         "--timeout-keep-alive": "75",
+        "--timeout-graceful-shutdown": "20",
     }
 
 
