@@ -219,6 +219,30 @@ def test_compose_api_service() -> None:
     assert api["healthcheck"]["test"] == ["CMD", *exec_form("HEALTHCHECK", "production")]
 
 
+def test_compose_api_uses_redis_for_limits_and_features() -> None:
+    api = COMPOSE["services"]["api"]
+    environment = api["environment"]
+    assert environment["RATE_LIMIT_STORAGE_URI"] == "redis://redis:6379/0"
+    assert environment["FEATURE_STORE_URI"] == "redis://redis:6379/1"
+    assert api["depends_on"] == {"redis": {"condition": "service_healthy"}}
+
+
+def test_compose_redis_is_private_and_keeps_nothing() -> None:
+    redis = COMPOSE["services"]["redis"]
+    assert redis["image"] == "redis:7"
+    assert "ports" not in redis
+    assert "volumes" not in redis
+    command = redis["command"]
+    assert command[0] == "redis-server"
+    options = dict(zip(command[1::2], command[2::2], strict=True))
+    assert options["--save"] == ""  # no RDB snapshots
+    assert options["--appendonly"] == "no"
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert redis["read_only"] is True
+    assert redis["cap_drop"] == ["ALL"]
+    assert redis["user"] != "0"
+
+
 def test_compose_test_service() -> None:
     test = COMPOSE["services"]["test"]
     assert test["build"]["target"] == "test"
