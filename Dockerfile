@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
-# Stages: deps (pinned runtime venv) → test (runs `make test`; a failing test fails the build)
-#         model (trains the default model, as `make run` does) → production (slim, non-root).
+# Stages: deps (pinned runtime venv) → test-tools (what the suite needs) → test (runs
+#         `make test`; a failing test fails the build) | model (trains the default model, as
+#         `make run` does) → production (slim, non-root).
 # production copies tests-passed.sha256 from test, a file written only once `make test` passed:
 # BuildKit and buildah build only the stages a target needs, and this makes the suite one of them.
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
@@ -15,7 +16,7 @@ COPY requirements.txt .
 RUN python -m venv --without-pip /opt/venv \
     && python -m pip --python /opt/venv/bin/python install -r requirements.txt
 
-FROM deps AS test
+FROM deps AS test-tools
 # scripts/install-test-tools.sh reads this and leaves out buildah and debootstrap: no image is
 # built inside the image build.
 ENV FRAUD_IMAGE_BUILD=1
@@ -26,14 +27,17 @@ ENV FRAUD_IMAGE_BUILD=1
 RUN apt-get update \
     && apt-get install -y --no-install-recommends curl make \
     && rm -rf /var/lib/apt/lists/*
-# The test requirements and the Debian test tools (redis-server, promtool, wrk) before the
-# sources: a code change reuses these layers instead of downloading them again.
+# The test requirements and the Debian test tools (redis-server, promtool, wrk), apart from the
+# sources: a code change reuses these layers instead of downloading them again, and `make image`
+# can prepare this stage while the suite runs outside (scripts/build-image.sh prepare).
 COPY requirements-offline.txt requirements-dev.txt ./
 # pip in the venv, so make's own install steps work here as on a developer machine.
 RUN /opt/venv/bin/python -m ensurepip \
     && /opt/venv/bin/python -m pip install -r requirements-dev.txt
 COPY scripts/install-test-tools.sh scripts/
 RUN sh scripts/install-test-tools.sh
+
+FROM test-tools AS test
 COPY . .
 # The markers tell make that /opt/venv already holds what the two requirement layers installed;
 # `make test` then checks the tools again and runs the whole suite. Only if it passed, the digest

@@ -2,7 +2,9 @@
 # `make image`: the Dockerfile's production and test targets built with buildah (no daemon), on
 # the debootstrap stand-in for python:3.11-slim-bookworm (scripts/image-base.sh), then the
 # production image run for real (scripts/image-smoke.sh) and described: size, what its venv holds.
-# Needs root, buildah and debootstrap (scripts/install-test-tools.sh installs them).
+# `build-image.sh prepare` builds only the base and the test-tools stage (downloads, mostly), so
+# .ci/run can do that while the suite runs outside. Needs root, buildah and debootstrap
+# (scripts/install-test-tools.sh installs them).
 #
 # --layers keeps each step as a cached layer, keyed by its inputs as BuildKit does: the second
 # target reuses the first's stages, and a later build redoes only what changed (a code change:
@@ -28,6 +30,10 @@ build() {  # TARGET TAG
     --build-arg "PYTHON_IMAGE=$base" --target "$1" --tag "$2" .
   say "built --target $1 as $2"
 }
+if [ "${1:-}" = prepare ]; then
+  build test-tools "$IMAGE:test-tools"
+  exit 0
+fi
 # production first: it needs every stage (the suite runs in test), so test is then all cached.
 build production "$IMAGE:latest"
 build test "$IMAGE:test"
@@ -55,4 +61,17 @@ unexpected = names & {"pip", "setuptools", "pyarrow", "tqdm", "pytest", "hypothe
 if unexpected:
     sys.exit(f"image: not needed to serve, yet in production: {sorted(unexpected)}")
 EOF'
+
+# Every build leaves its steps behind as untagged images (the layer cache): forget those older
+# than IMAGE_CACHE_DAYS (7), so a CI machine's storage stays bounded. Layers still used by a
+# newer image stay.
+buildah images --all --json | python3 -c '
+import json, sys, time
+cutoff = time.time() - float(sys.argv[1]) * 86400
+for image in json.load(sys.stdin):
+    if not image["names"] and image["created"] < cutoff:
+        print(image["id"])
+' "${IMAGE_CACHE_DAYS:-7}" | while read -r old; do
+  buildah rmi "$old" >/dev/null 2>&1 || true
+done
 say "done"

@@ -71,20 +71,20 @@ def exec_form(instruction: str, stage: str) -> list[str]:
 
 
 def test_stages() -> None:
-    assert list(stages()) == ["deps", "test", "model", "production"]
+    assert list(stages()) == ["deps", "test-tools", "test", "model", "production"]
 
 
 def test_test_stage_runs_the_suite_like_make_test() -> None:
     test_stage = stages()["test"]
-    assert "FROM deps AS test" in test_stage
+    assert test_stage.startswith("FROM test-tools AS test\n")
     assert re.search(r"RUN .*make test VENV=/opt/venv", test_stage)
     # Everything, so the suite sees the repository as `make test` does on a developer machine.
-    assert "COPY . ." in test_stage
+    assert copy_sources("test") == ["."]
 
 
 def test_production_cannot_be_built_without_the_test_stage() -> None:
     """BuildKit and buildah build only what the target needs: the suite must be part of it."""
-    assert needed_for("production") == {"deps", "test", "model", "production"}
+    assert needed_for("production") == {"deps", "test-tools", "test", "model", "production"}
     (marker,) = re.findall(r"^COPY --from=test (\S+) \S+$", stages()["production"], re.MULTILINE)
     # The file is written by the RUN that runs the suite, after it and only if it passed.
     (run,) = [line for line in stages()["test"].splitlines() if "make test" in line]
@@ -108,21 +108,45 @@ def test_production_ships_the_code_the_suite_passed_on() -> None:
     )
 
 
-def test_test_tools_are_installed_before_the_sources_are_copied() -> None:
-    """A code change then rebuilds only the suite's layer: no downloads again."""
-    lines = stages()["test"].splitlines()
-    copy_all = lines.index("COPY . .")
-    dev = next(i for i, line in enumerate(lines) if "pip install -r requirements-dev.txt" in line)
-    tools = lines.index("RUN sh scripts/install-test-tools.sh")
-    assert dev < copy_all
-    assert tools < copy_all
-    assert "COPY requirements-offline.txt requirements-dev.txt ./" in lines[:dev]
+def test_test_tools_come_in_a_stage_of_their_own_without_the_sources() -> None:
+    """A code change then rebuilds only the suite's layer (no downloads again), and the tools
+    can be prepared while the suite runs outside, since nothing of the code goes into them."""
+    tools = stages()["test-tools"]
+    assert tools.startswith("FROM deps AS test-tools\n")
+    assert copy_sources("test-tools") == [
+        "requirements-offline.txt requirements-dev.txt",
+        "scripts/install-test-tools.sh",
+    ]
+    assert re.search(r"pip install -r requirements-dev\.txt$", tools, re.MULTILINE)
+    assert "RUN sh scripts/install-test-tools.sh" in tools
 
 
-def test_only_the_test_stage_says_it_runs_inside_the_image_build() -> None:
-    assert "ENV FRAUD_IMAGE_BUILD=1" in stages()["test"]
+def test_only_the_test_stages_say_they_run_inside_the_image_build() -> None:
+    assert "ENV FRAUD_IMAGE_BUILD=1" in stages()["test-tools"]  # and test, built from it
     for name in ("deps", "model", "production"):
         assert "FRAUD_IMAGE_BUILD" not in stages()[name], name
+
+
+def test_ci_runs_the_suite_then_the_image_preparing_only_the_tools_meanwhile() -> None:
+    ci = (ROOT / ".ci/run").read_text().splitlines()
+    commands = [line for line in ci if line and not line.startswith(("#", " "))]
+    assert commands.index("make test") < commands.index("make image")
+    (prepare,) = [line for line in commands if "build-image.sh prepare" in line]
+    assert prepare.endswith("&")
+    script = (ROOT / "scripts/build-image.sh").read_text()
+    prepared = re.search(r'if \[ "\$\{1:-\}" = prepare \]; then\n(.*?)\nfi', script, re.DOTALL)
+    assert prepared
+    assert prepared.group(1).split() == ["build", "test-tools", '"$IMAGE:test-tools"', "exit", "0"]
+
+
+def test_make_image_builds_both_targets_with_buildah_then_runs_production() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^image: .*\n\t@sh scripts/build-image\.sh$", makefile, re.MULTILINE)
+    script = (ROOT / "scripts/build-image.sh").read_text()
+    assert "buildah bud --isolation chroot --format docker" in script
+    builds = re.findall(r"^\s*build (\S+) ", script, re.MULTILINE)
+    assert builds == ["test-tools", "production", "test"]
+    assert 'sh scripts/image-smoke.sh "$IMAGE:latest"' in script
 
 
 def test_production_is_slim_and_non_root() -> None:
