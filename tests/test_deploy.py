@@ -276,11 +276,9 @@ def test_redis_uses_tls_in_the_private_subnets() -> None:
     assert redis["TransitEncryptionEnabled"] is True
     assert redis["AtRestEncryptionEnabled"] is True
     assert redis["Port"] == 6379
-    (subnets,) = resources("AWS::ElastiCache::SubnetGroup").values()
+    ((subnet_group, subnets),) = resources("AWS::ElastiCache::SubnetGroup").items()
     assert subnets["SubnetIds"] == {"Ref": "PrivateSubnetIds"}
-    assert redis["CacheSubnetGroupName"] == {
-        "Ref": next(iter(conditional("AWS::ElastiCache::SubnetGroup")))
-    }
+    assert redis["CacheSubnetGroupName"] == {"Ref": subnet_group}
     assert redis["SecurityGroupIds"] == [{"Ref": "RedisSecurityGroup"}]
 
 
