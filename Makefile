@@ -6,13 +6,16 @@ HOST ?= 127.0.0.1
 PORT ?= 8888
 MODEL := model/fraud-model.joblib
 
-.PHONY: run test bench lint format train test-tools clean
+.PHONY: run test image bench lint format train test-tools clean
 
 run: $(VENV)/.runtime $(MODEL) .env  ## serve on $(PORT) with 2 workers
-	$(PY) -m app --host $(HOST) --port $(PORT) --workers 2 --timeout-keep-alive 75
+	$(PY) -m app --host $(HOST) --port $(PORT) --workers 2 --timeout-keep-alive 75 --timeout-graceful-shutdown 20
 
 test: $(VENV)/.dev test-tools  ## everything the tests need, then the whole suite
 	$(PY) -m pytest
+
+image: test-tools  ## build the test and production images with buildah and run the production one (root)
+	@sh scripts/build-image.sh
 
 bench: $(VENV)/.dev $(MODEL)  ## sklearn vs default engine over loopback (needs wrk)
 	$(PY) -m bench

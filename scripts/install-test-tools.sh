@@ -1,12 +1,18 @@
 #!/bin/sh
 # Installs what some tests drive for real: redis-server (shared rate limits), promtool (alert
-# rule tests) and wrk (bench smoke run). Needs root and apt; elsewhere it says what is missing
-# and those tests skip with that reason.
+# rule tests) and wrk (bench smoke run); and what `make image` needs: buildah and debootstrap.
+# Needs root and apt; elsewhere it says what is missing and those tests skip with that reason.
+# Inside the image build (FRAUD_IMAGE_BUILD, set by the Dockerfile's test stage) the image tools
+# are left out: an image is not built inside an image build.
 set -u
 missing=""
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
 command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 command -v wrk >/dev/null 2>&1 || missing="$missing wrk"
+if [ -z "${FRAUD_IMAGE_BUILD:-}" ]; then
+  command -v buildah >/dev/null 2>&1 || missing="$missing buildah"
+  command -v debootstrap >/dev/null 2>&1 || missing="$missing debootstrap"
+fi
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing Debian packages:$missing"

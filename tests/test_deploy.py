@@ -1,5 +1,6 @@
 """The deployment files: linted by their own tools, and held to what the service depends on."""
 
+import json
 import re
 import shutil
 import sys
@@ -152,8 +153,35 @@ def cfn_lint_command() -> list[str]:
 
 
 def test_cfn_lint_finds_nothing() -> None:
-    result = run_in_repo(*cfn_lint_command(), "--", TEMPLATE)
+    """Informational findings included (I-rules are off by default)."""
+    result = run_in_repo(*cfn_lint_command(), "--include-checks", "I", "--", TEMPLATE)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_cfn_lint_reports_informational_findings(tmp_path: Path) -> None:
+    """The flag above must reach the I-rules, or that test proves less than it says."""
+    stateful = tmp_path / "stateful.yaml"
+    stateful.write_text(
+        "Resources:\n  Cache:\n    Type: AWS::ElastiCache::ReplicationGroup\n    Properties:\n"
+        "      ReplicationGroupDescription: x\n      Engine: redis\n"
+        "      CacheNodeType: cache.t4g.small\n      NumCacheClusters: 1\n"
+    )
+    result = run_in_repo(*cfn_lint_command(), "--include-checks", "I", "--", stateful)
+    assert result.returncode != 0
+    assert "I3011" in result.stdout
+
+
+# A request lasts at most its headers' 10 s plus its body's 30 s (the contract's 408 deadlines);
+# scoring itself takes milliseconds.
+LONGEST_REQUEST_SECONDS = 10 + 30
+ALB_DEFAULT_DEREGISTRATION_DELAY = 300
+
+
+def test_target_groups_drain_fast_but_let_every_request_finish() -> None:
+    for name, group in resources("AWS::ElasticLoadBalancingV2::TargetGroup").items():
+        attributes = {item["Key"]: item["Value"] for item in group["TargetGroupAttributes"]}
+        delay = int(attributes["deregistration_delay.timeout_seconds"])
+        assert LONGEST_REQUEST_SECONDS < delay <= ALB_DEFAULT_DEREGISTRATION_DELAY / 5, name
 
 
 def test_target_groups_check_readiness_and_are_identical() -> None:
@@ -187,13 +215,93 @@ def container() -> dict[str, Any]:
     return api
 
 
+def environment_when_redis_is_on() -> dict[str, Any]:
+    """Name → value of each Environment entry, taking the HasRedis branch of each Fn::If."""
+    found: dict[str, Any] = {}
+    for item in container().get("Environment", []):
+        if "Fn::If" in item:
+            condition, when_on, when_off = item["Fn::If"]
+            assert condition == "HasRedis"
+            assert when_off == {"Ref": "AWS::NoValue"}  # off: the service's own defaults
+            item = when_on
+        found[item["Name"]] = item["Value"]
+    return found
+
+
 def test_api_key_comes_from_secrets_manager_only() -> None:
     api = container()
     secrets = {item["Name"]: item["ValueFrom"] for item in api["Secrets"]}
     assert secrets["API_KEY"] == {"Ref": "ApiKeySecretArn"}
     assert "secretsmanager" in template()["Parameters"]["ApiKeySecretArn"]["AllowedPattern"]
-    plain = {item["Name"] for item in api.get("Environment", [])}
-    assert not plain & {"API_KEY", "API_KEYS"}
+    assert not environment_when_redis_is_on().keys() & {"API_KEY", "API_KEYS"}
+
+
+def test_container_runs_the_image_command_and_stops_within_stop_timeout() -> None:
+    api = container()
+    image_command = re.search(r"^CMD (\[.*\])$", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert image_command
+    assert api["Command"] == json.loads(image_command.group(1))
+    graceful = int(api["Command"][api["Command"].index("--timeout-graceful-shutdown") + 1])
+    assert graceful == parse_args([]).timeout_graceful_shutdown == 20
+    # SIGTERM, then SIGKILL after StopTimeout (ECS's default is 30, Fargate's ceiling 120).
+    assert graceful < api["StopTimeout"] <= 120
+
+
+# --- optional ElastiCache Redis ----------------------------------------------------------------
+
+
+def conditional(of_type: str) -> dict[str, str | None]:
+    return {
+        name: resource.get("Condition")
+        for name, resource in template()["Resources"].items()
+        if resource["Type"] == of_type
+    }
+
+
+def test_redis_is_optional_and_off_by_default() -> None:
+    parameter = template()["Parameters"]["EnableRedis"]
+    assert (parameter["Default"], sorted(parameter["AllowedValues"])) == (
+        "false",
+        ["false", "true"],
+    )
+    assert template()["Conditions"]["HasRedis"] == {"Fn::Equals": [{"Ref": "EnableRedis"}, "true"]}
+    for of_type in ("AWS::ElastiCache::ReplicationGroup", "AWS::ElastiCache::SubnetGroup"):
+        assert set(conditional(of_type).values()) == {"HasRedis"}, of_type
+    assert conditional("AWS::EC2::SecurityGroup")["RedisSecurityGroup"] == "HasRedis"
+    assert conditional("AWS::EC2::SecurityGroupEgress")["TasksToRedisEgress"] == "HasRedis"
+
+
+def test_redis_uses_tls_in_the_private_subnets() -> None:
+    (redis,) = resources("AWS::ElastiCache::ReplicationGroup").values()
+    assert redis["TransitEncryptionEnabled"] is True
+    assert redis["AtRestEncryptionEnabled"] is True
+    assert redis["Port"] == 6379
+    ((subnet_group, subnets),) = resources("AWS::ElastiCache::SubnetGroup").items()
+    assert subnets["SubnetIds"] == {"Ref": "PrivateSubnetIds"}
+    assert redis["CacheSubnetGroupName"] == {"Ref": subnet_group}
+    assert redis["SecurityGroupIds"] == [{"Ref": "RedisSecurityGroup"}]
+
+
+def test_redis_is_reachable_from_the_tasks_only() -> None:
+    group = resources("AWS::EC2::SecurityGroup")["RedisSecurityGroup"]
+    (ingress,) = group["SecurityGroupIngress"]
+    assert (ingress["IpProtocol"], ingress["FromPort"], ingress["ToPort"]) == ("tcp", 6379, 6379)
+    assert ingress["SourceSecurityGroupId"] == {"Ref": "TaskSecurityGroup"}
+    assert "CidrIp" not in ingress
+    # No other rule anywhere opens Redis's group.
+    for name, rule in resources("AWS::EC2::SecurityGroupIngress").items():
+        assert rule["GroupId"] != {"Ref": "RedisSecurityGroup"}, name
+    egress = resources("AWS::EC2::SecurityGroupEgress")["TasksToRedisEgress"]
+    assert egress["GroupId"] == {"Ref": "TaskSecurityGroup"}
+    assert egress["DestinationSecurityGroupId"] == {"Ref": "RedisSecurityGroup"}
+    assert (egress["FromPort"], egress["ToPort"]) == (6379, 6379)
+
+
+def test_redis_uris_reach_the_task_over_tls() -> None:
+    environment = environment_when_redis_is_on()
+    endpoint = "rediss://${Redis.PrimaryEndPoint.Address}:${Redis.PrimaryEndPoint.Port}"
+    assert environment["RATE_LIMIT_STORAGE_URI"] == {"Fn::Sub": f"{endpoint}/0"}
+    assert environment["FEATURE_STORE_URI"] == {"Fn::Sub": f"{endpoint}/1"}
 
 
 def test_container_health_check_is_liveness_on_the_service_port() -> None:
