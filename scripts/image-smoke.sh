@@ -28,7 +28,11 @@ app_pid() {  # the start command, below buildah run -> buildah-chroot-runtime ->
 cleanup() {
   status=$?
   if [ -n "$runner" ] && kill -0 "$runner" 2>/dev/null; then
-    pid=$(app_pid) && kill -KILL "$pid" 2>/dev/null
+    # The workers too: killed alone, the supervisor would leave them serving, orphaned.
+    if pid=$(app_pid); then
+      pkill -KILL -P "$pid" 2>/dev/null || true
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
     wait "$runner" 2>/dev/null || true
   fi
   buildah rm "$container" >/dev/null 2>&1 || true
