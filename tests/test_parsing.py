@@ -4,7 +4,6 @@ import json
 from typing import Any
 
 import numpy as np
-import orjson
 import pytest
 from fastapi.exceptions import RequestValidationError
 from hypothesis import given, settings
@@ -12,7 +11,7 @@ from hypothesis import strategies as st
 
 from app.api.scoring import batch_parser, parse_transaction
 from app.features import FEATURE_NAMES
-from app.parsing import matrix_of_models, matrix_of_objects, require_json, strict
+from app.parsing import fast_batch, fast_transaction, matrix_of_models, require_json, strict
 from app.schemas import Transaction, batch_request_model
 
 MAX_BATCH = 5
@@ -45,11 +44,7 @@ def strict_matrix(body: bytes) -> np.ndarray | None:
 
 
 def fast_matrix(body: bytes) -> np.ndarray | None:
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return matrix_of_objects([document])
+    return fast_transaction(body)
 
 
 def assert_fast_agrees(body: bytes) -> None:
@@ -132,9 +127,39 @@ def test_batches_agree_with_the_strict_model(transactions: list[dict[str, float]
     if 1 <= len(transactions) <= MAX_BATCH:
         expected = matrix_of_models(strict(BATCH_MODEL, body).transactions)
         assert parse(body).tobytes() == expected.tobytes()
+        fast = fast_batch(MAX_BATCH)(body)
+        assert fast is not None  # a valid batch takes the fast path
+        assert fast.tobytes() == expected.tobytes()
     else:
         with pytest.raises(RequestValidationError):
             parse(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"transactions": [%s], "transactions": [%s, %s]}',  # the last key wins, in both
+        b'{"transactions": [%s, %s, %s, %s, %s, %s]}',  # one over MAX_BATCH
+        b'{"transactions": [%s]} ',
+        b'{"transactions": [%s],}',
+        b'{"transactions": [[%s]]}',
+        b'{"Transactions": [%s]}',
+        b'{"transactions": [%s, null]}',
+        b'{"transactions": [%s, 1.5]}',
+        b'{"transactions": [%s, {}]}',
+    ],
+)
+def test_odd_batches(body: bytes) -> None:
+    transaction = json.dumps(BASE).encode()
+    document = body % ((transaction,) * body.count(b"%s"))
+    fast = fast_batch(MAX_BATCH)(document)
+    try:
+        expected = matrix_of_models(strict(BATCH_MODEL, document).transactions)
+    except RequestValidationError:
+        expected = None
+    if fast is not None:
+        assert expected is not None
+        assert fast.tobytes() == expected.tobytes()
 
 
 def test_batch_errors_come_from_the_strict_model_with_the_bad_index() -> None:

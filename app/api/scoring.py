@@ -22,7 +22,13 @@ from app.api.results import batch_body, result_dicts
 from app.config import Settings
 from app.errors import JSON, json_response
 from app.features import FEATURE_NAMES
-from app.parsing import matrix_of_models, matrix_of_objects, parse_with_fast_path, require_json
+from app.parsing import (
+    fast_batch,
+    fast_transaction,
+    matrix_of_models,
+    parse_with_fast_path,
+    require_json,
+)
 from app.schemas import (
     BatchResponse,
     ErrorBody,
@@ -65,24 +71,14 @@ def json_body(
 def parse_transaction(body: bytes) -> np.ndarray:
     """One transaction object → a (1, 30) matrix, or 422."""
     return parse_with_fast_path(
-        body,
-        lambda document: matrix_of_objects([document]),
-        Transaction,
-        lambda transaction: matrix_of_models([transaction]),
+        body, fast_transaction, Transaction, lambda transaction: matrix_of_models([transaction])
     )
 
 
 def batch_parser(max_batch_size: int) -> Callable[[bytes], np.ndarray]:
     """`{"transactions": [1 … max_batch_size objects]}` → an (n, 30) matrix, or 422."""
     model = batch_request_model(max_batch_size)
-
-    def fast(document: Any) -> np.ndarray | None:
-        if type(document) is not dict or len(document) != 1:
-            return None
-        items = document.get("transactions")
-        if type(items) is not list or not 1 <= len(items) <= max_batch_size:
-            return None
-        return matrix_of_objects(items)
+    fast = fast_batch(max_batch_size)
 
     def parse(body: bytes) -> np.ndarray:
         return parse_with_fast_path(
