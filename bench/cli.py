@@ -249,6 +249,7 @@ def _results(
         "failures": failures,
         "summary": summary,
         "ratios": ratio,
+        "ratio_rounds": report.ratio_spreads(runs),
         "targets": report.targets(summary, ratio, runs, alone),
         "balance": report.balance(runs),
     }
@@ -265,7 +266,7 @@ def _text(results: dict[str, Any], plan: Plan) -> str:
         "one ONNX session in-process (rows/s, per round): "
         + ", ".join(f"{entry['rows_per_s']:,.0f}" for entry in results["inprocess_onnx"]),
         "",
-        report.ratios_text(results["ratios"], results["targets"]),
+        report.ratios_text(results["ratios"], results["targets"], results["ratio_rounds"]),
         "",
         report.balance_text(results["balance"]),
     ]

@@ -92,40 +92,55 @@ def _median_ratio(runs: list[dict[str, Any]], top: Side, bottom: Side) -> float 
     return round(statistics.median(values), 4) if values else None
 
 
+# name → (top, bottom): both measured in the same round
+ROUND_RATIOS: dict[str, tuple[Side, Side]] = {
+    "by_id_c20_req_per_s": ((CANDIDATE, "by-id-c20", "rate"), (CANDIDATE, "single-c20", "rate")),
+    "by_id_c20_p99": ((CANDIDATE, "by-id-c20", "p99_ms"), (CANDIDATE, "single-c20", "p99_ms")),
+    "explain_c20_req_per_s": (
+        (CANDIDATE, "explain-c20", "rate"),
+        (CANDIDATE, "single-c20", "rate"),
+    ),
+    "explain_batch_rows_per_s": (
+        (CANDIDATE, "explain-batch", "rate"),
+        (CANDIDATE, "batch", "rate"),
+    ),
+    "plain_c20_vs_no_reasons": (
+        (CANDIDATE, "single-c20", "rate"),
+        ("no-reasons", "single-c20", "rate"),
+    ),
+    "plain_batch_vs_no_reasons": ((CANDIDATE, "batch", "rate"), ("no-reasons", "batch", "rate")),
+    "plain_c20_vs_stock_http": (
+        (CANDIDATE, "single-c20", "rate"),
+        ("stock-http", "single-c20", "rate"),
+    ),
+    "plain_batch_vs_stock_http": ((CANDIDATE, "batch", "rate"), ("stock-http", "batch", "rate")),
+    "v2_json_c20_req_per_s": (
+        (CANDIDATE, "v2-json-c20", "rate"),
+        (CANDIDATE, "single-c20", "rate"),
+    ),
+}
+
+
+def ratio_spreads(runs: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Each within-round ratio, round by round: how much of a median is noise."""
+    return {
+        name: [round(value, 4) for value in round_ratios(runs, top, bottom)]
+        for name, (top, bottom) in ROUND_RATIOS.items()
+    }
+
+
 def ratios(summary: dict, runs: list[dict[str, Any]] | None = None) -> dict[str, float | None]:
     """default / sklearn on the medians over rounds; the newer ratios within each round."""
     runs = runs or []
-    d = CANDIDATE
     return {
         "req_per_s_c20": _ratio(summary, C20, "rate"),
         "p99_c20": _ratio(summary, C20, "p99_ms"),
         "p50_c1": _ratio(summary, C1, "p50_ms"),
         "batch_rows_per_s": _ratio(summary, BATCH, "rate"),
         "rss_mib_per_worker": _ratio(summary, BATCH, "rss_mib_per_worker"),
-        # by id ÷ raw, same server
-        "by_id_c20_req_per_s": _median_ratio(runs, (d, "by-id-c20", "rate"), (d, C20, "rate")),
-        "by_id_c20_p99": _median_ratio(runs, (d, "by-id-c20", "p99_ms"), (d, C20, "p99_ms")),
-        # explain ÷ plain, same server
-        "explain_c20_req_per_s": _median_ratio(runs, (d, "explain-c20", "rate"), (d, C20, "rate")),
-        "explain_batch_rows_per_s": _median_ratio(
-            runs, (d, "explain-batch", "rate"), (d, BATCH, "rate")
-        ),
-        # the plain path with the explain graph in the artifact ÷ without it
-        "plain_c20_vs_no_reasons": _median_ratio(
-            runs, (d, C20, "rate"), ("no-reasons", C20, "rate")
-        ),
-        "plain_batch_vs_no_reasons": _median_ratio(
-            runs, (d, BATCH, "rate"), ("no-reasons", BATCH, "rate")
-        ),
-        # the bounded HTTP protocol ÷ uvicorn's own
-        "plain_c20_vs_stock_http": _median_ratio(
-            runs, (d, C20, "rate"), ("stock-http", C20, "rate")
-        ),
-        "plain_batch_vs_stock_http": _median_ratio(
-            runs, (d, BATCH, "rate"), ("stock-http", BATCH, "rate")
-        ),
-        # OIP ÷ /v1, same server
-        "v2_json_c20_req_per_s": _median_ratio(runs, (d, "v2-json-c20", "rate"), (d, C20, "rate")),
+        # within each round: by id ÷ raw and explain ÷ plain and OIP ÷ /v1 on the same server;
+        # the plain path with the explain graph ÷ without it, and the bounded protocol ÷ uvicorn's
+        **{name: _median_ratio(runs, top, bottom) for name, (top, bottom) in ROUND_RATIOS.items()},
     }
 
 
@@ -325,10 +340,16 @@ def table(summary: dict, connections: dict[str, int]) -> str:
     return "\n".join(rendered)
 
 
-def ratios_text(ratio: dict[str, float | None], checks: list[dict[str, Any]]) -> str:
+def ratios_text(
+    ratio: dict[str, float | None],
+    checks: list[dict[str, Any]],
+    spreads: dict[str, list[float]] | None = None,
+) -> str:
     lines = [f"ratios ({CANDIDATE}/{BASELINE} on medians; the others within each round):"]
     for name, value in ratio.items():
-        lines.append(f"  {name:<20} {'n/a' if value is None else f'{value:,.3f}'}")
+        rounds = (spreads or {}).get(name)
+        each = f"   rounds: {', '.join(f'{v:.3f}' for v in rounds)}" if rounds else ""
+        lines.append(f"  {name:<26} {'n/a' if value is None else f'{value:,.3f}'}{each}")
     lines.append("targets:")
     for check in checks:
         verdict = {True: "HOLDS", False: "MISSED", None: "n/a"}[check["holds"]]

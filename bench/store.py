@@ -12,6 +12,7 @@ import redis
 from bench.server import HOST, free_port
 
 PREFIX = "bench:v1"
+BENCH_TIMEOUT_MS = 1000
 
 
 @dataclass
