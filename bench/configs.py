@@ -5,6 +5,9 @@ from pathlib import Path
 
 # The original three: enough to compare engines and connection balance.
 ORIGINAL = ("single-c1", "single-c20", "batch")
+# What "unchanged" compares: run by servers with the same history (the same warm-up and
+# measurements before), since a server that also ran the other scenarios first answers slower.
+PLAIN = ("single-c20", "batch")
 ALL_SCENARIOS = (
     *ORIGINAL,
     "explain-c20", "explain-batch",
@@ -38,16 +41,18 @@ CONFIGS = {
                about="the service's defaults: ONNX converted at load, a socket per worker"),
         Config("default-shared", None, "shared", "onnx", scenarios=("single-c20",),
                about="ONNX with one shared socket: isolates the connection-balance effect"),
+        Config("plain", None, "reuseport", "onnx", scenarios=PLAIN,
+               about="the defaults, the plain routes alone: the reference of the two below"),
         Config("no-reasons", None, "reuseport", "onnx", artifact="-no-reasons.onnx",
-               scenarios=("single-c20", "batch"),
+               scenarios=PLAIN,
                about="an .onnx without the explain graph: the plain path before reason codes"),
         Config("stock-http", None, "reuseport", "onnx", http="httptools",
-               scenarios=("single-c20", "batch"),
+               scenarios=PLAIN,
                about="uvicorn's own httptools protocol, without the header limits and timeouts"),
         Config("onnx-artifact", None, "reuseport", "onnx", artifact=".onnx",
                about="the exported .onnx served directly: no scikit-learn forest in memory"),
     )
 }  # fmt: skip
-DEFAULT_CONFIGS = ("sklearn", "default", "default-shared", "no-reasons", "stock-http")
+DEFAULT_CONFIGS = ("sklearn", "default", "default-shared", "plain", "no-reasons", "stock-http")
 SMOKE_CONFIGS = ("sklearn", "default")
 BASELINE, CANDIDATE = "sklearn", "default"
