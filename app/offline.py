@@ -78,7 +78,7 @@ class OfflineTable:
     def bad_rows(self, limit: int | None = None) -> list[BadRow]:
         """The first `limit` bad rows (all by default), each with its problems by column."""
         rows = self.bad[:limit].tolist()
-        lines = _csv_lines(self.path, rows) if _is_csv(self.path) else {}
+        lines = _csv_lines(self.path, rows) if not is_parquet(self.path) else {}
         return [
             BadRow(
                 row,
@@ -110,7 +110,7 @@ def read_offline(path: Path, *, label: bool = False, id_column: str | None = Non
     if len(set(columns)) != len(columns):
         raise OfflineDataError(f"the id column cannot be one of the model's columns: {id_column}")
     try:
-        if path.suffix.lower() in PARQUET_SUFFIXES:
+        if is_parquet(path):
             table = _read_parquet(path, columns, id_column)
         else:
             table = _read_csv(path, columns)
@@ -139,8 +139,8 @@ def read_offline(path: Path, *, label: bool = False, id_column: str | None = Non
     return OfflineTable(path, features, labels, ids, columns, codes)
 
 
-def _is_csv(path: Path) -> bool:
-    return path.suffix.lower() not in PARQUET_SUFFIXES
+def is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in PARQUET_SUFFIXES
 
 
 def _read_parquet(path: Path, columns: tuple[str, ...], id_column: str | None) -> pa.Table:

@@ -18,7 +18,6 @@ import numpy as np
 from app.card import card_path, write_card
 from app.contributions import TREE_PATH, Decomposition
 from app.features import FEATURE_NAMES
-from app.offline import PARQUET_SUFFIXES, OfflineDataError, read_offline
 from app.synthetic import generate
 
 DEFAULT_OUT = Path("model/fraud-model.joblib")
@@ -32,6 +31,15 @@ class DataError(ValueError):
 def read_data(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Features and labels from a CSV or Parquet file of the public data set's columns, every
     cell checked by the request body's rules (app/offline.py); `Class` is the label."""
+    # Imported here: pyarrow is an offline requirement, and the image's model stage (serving's
+    # venv) trains on generated data without it.
+    try:
+        from app.offline import OfflineDataError, read_offline
+    except ImportError:
+        raise DataError(
+            "reading a data file needs the offline requirements: "
+            "pip install -r requirements-offline.txt"
+        ) from None
     try:
         table = read_offline(path, label=True)
     except OfflineDataError as error:
@@ -161,7 +169,9 @@ def library_versions() -> dict[str, str]:
 
 
 def _data_format(path: Path) -> str:
-    return "parquet" if path.suffix.lower() in PARQUET_SUFFIXES else "csv"
+    from app.offline import is_parquet  # read_data has imported it (and pyarrow) already
+
+    return "parquet" if is_parquet(path) else "csv"
 
 
 def _rounded(value: float) -> float:

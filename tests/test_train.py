@@ -206,3 +206,49 @@ def test_missing_csv_file_is_a_clear_error(tmp_path: Path) -> None:
     result = run_train("--data", str(tmp_path / "absent.csv"), "--out", str(tmp_path / "m.joblib"))
     assert result.returncode == 2
     assert "cannot read" in result.stderr
+
+
+# The image's model stage trains in serving's venv, which has no offline requirements: a finder
+# that refuses them stands in for it (a None in sys.modules would upset scikit-learn's checks).
+WITHOUT_OFFLINE_REQUIREMENTS = (
+    "import sys\n"
+    "class Refuse:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.partition('.')[0] in {'pyarrow', 'tqdm'}:\n"
+    "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+    "sys.meta_path.insert(0, Refuse())\n"
+)
+
+
+def test_training_on_generated_data_needs_no_offline_requirement(tmp_path: Path) -> None:
+    out = tmp_path / "model.joblib"
+    code = WITHOUT_OFFLINE_REQUIREMENTS + (
+        "import runpy\n"
+        f"sys.argv = ['app.train', '--rows', '5000', '--trees', '3', '--out', {str(out)!r}]\n"
+        "runpy.run_module('app.train', run_name='__main__', alter_sys=True)\n"
+    )
+    result = run_in_repo(sys.executable, "-c", code, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert out.exists() and out.with_suffix(".onnx").exists()
+
+
+def test_training_on_a_file_without_the_offline_requirements_says_what_to_install(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "model.joblib"
+    code = WITHOUT_OFFLINE_REQUIREMENTS + (
+        "import runpy\n"
+        f"sys.argv = ['app.train', '--data', {str(SAMPLE_CSV)!r}, '--out', {str(out)!r}]\n"
+        "runpy.run_module('app.train', run_name='__main__', alter_sys=True)\n"
+    )
+    result = run_in_repo(sys.executable, "-c", code, timeout=300)
+    assert result.returncode != 0
+    assert "pip install -r requirements-offline.txt" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_the_service_starts_without_the_offline_requirements() -> None:
+    code = WITHOUT_OFFLINE_REQUIREMENTS + "import app.main, app.serve, app.featurestore.online\n"
+    result = run_in_repo(sys.executable, "-c", code)
+    assert result.returncode == 0, result.stderr
