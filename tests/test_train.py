@@ -229,7 +229,8 @@ def test_training_on_generated_data_needs_no_offline_requirement(tmp_path: Path)
     )
     result = run_in_repo(sys.executable, "-c", code, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert out.exists() and out.with_suffix(".onnx").exists()
+    assert out.exists()
+    assert out.with_suffix(".onnx").exists()
 
 
 def test_training_on_a_file_without_the_offline_requirements_says_what_to_install(
