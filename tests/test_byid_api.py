@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from app.features import FEATURE_NAMES, meta_key, record_fields, row_to_dict, transaction_key
 from app.synthetic import generate
-from tests.conftest import HEADERS, SAMPLE_CSV
+from tests.conftest import HEADERS, SAMPLE_CSV, needs_sample
 from tests.redis_server import RedisServer, requires_redis, start_redis
 from tests.server import run_in_repo
 
@@ -78,7 +78,7 @@ def test_explained_by_id_equals_the_explained_raw_route(by_id_client: TestClient
         assert len(by_id["reasons"]) == 30
 
 
-@pytest.mark.skipif(not SAMPLE_CSV.is_file(), reason=f"{SAMPLE_CSV} is not present")
+@needs_sample
 def test_materialized_sample_round_trip(
     client_factory: Callable[..., TestClient], redis_server: RedisServer, store: Any
 ) -> None:

@@ -29,13 +29,11 @@ from app.engines import Engine, ModelLoadError, NotExplainable, OnnxEngine, Skle
 from app.features import FEATURE_NAMES, N_FEATURES, to_model_input
 from app.synthetic import generate
 from app.train import read_data, train_and_write
-from tests.conftest import SAMPLE_CSV
+from tests.conftest import SAMPLE_CSV, needs_sample
 
 ADDITIVITY = 1e-3  # points: the contract's bound
 FLOAT32_POINTS = 1e-4  # points: ONNX sums float32 weights
 ORACLE = 1e-6  # points
-
-needs_sample = pytest.mark.skipif(not SAMPLE_CSV.is_file(), reason=f"{SAMPLE_CSV} is not present")
 
 
 @pytest.fixture(scope="module")

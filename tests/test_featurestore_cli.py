@@ -23,7 +23,7 @@ import redis
 
 from app.features import FEATURE_NAMES, WRITTEN_AT_FIELD, meta_key, transaction_key
 from app.synthetic import generate
-from tests.conftest import ROOT, SAMPLE_CSV
+from tests.conftest import ROOT, SAMPLE_CSV, needs_sample
 from tests.redis_server import RedisServer, requires_redis
 from tests.server import free_port
 
@@ -227,7 +227,7 @@ def test_skip_invalid_loads_the_others_and_reports_each_skipped_row(
     assert client.hget(meta_key(PREFIX), "rows") == b"38"
 
 
-@pytest.mark.skipif(not SAMPLE_CSV.is_file(), reason=f"{SAMPLE_CSV} is not present")
+@needs_sample
 def test_row_number_ids_on_the_real_sample(server: RedisServer) -> None:
     result = run_store(
         "materialize", "--source", "creditcard-sample.csv", "--row-number-ids",

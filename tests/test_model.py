@@ -20,7 +20,7 @@ from app.features import N_FEATURES, to_model_input
 from app.model import ModelLoadError, load_model
 from app.synthetic import generate
 from app.train import read_data
-from tests.conftest import SAMPLE_CSV
+from tests.conftest import SAMPLE_CSV, needs_sample
 from tests.server import run_in_repo
 
 
@@ -100,7 +100,7 @@ def test_onnx_matches_sklearn_on_generated_rows(model_path: Path) -> None:
     assert changed_scores == 0
 
 
-@pytest.mark.skipif(not SAMPLE_CSV.is_file(), reason=f"{SAMPLE_CSV} is not present")
+@needs_sample
 def test_onnx_matches_sklearn_on_the_real_sample(model_path: Path, tmp_path: Path) -> None:
     from app.train import train_and_write
 

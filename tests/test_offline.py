@@ -15,7 +15,7 @@ from app.card import card_path
 from app.features import FEATURE_NAMES
 from app.offline import BadRow, OfflineDataError, read_offline
 from app.synthetic import generate
-from tests.conftest import SAMPLE_CSV
+from tests.conftest import SAMPLE_CSV, needs_sample
 from tests.server import run_in_repo
 
 FEATURES, LABELS = generate(rows=40, seed=5, fraud_rate=0.3)
@@ -71,6 +71,7 @@ def test_csv_and_parquet_read_into_registry_order(tmp_path: Path) -> None:
         assert table.columns == (*FEATURE_NAMES, "Class", "transaction_id")
 
 
+@needs_sample
 def test_the_real_sample_reads_exactly(tmp_path: Path) -> None:
     table = read_offline(SAMPLE_CSV, label=True)
     with SAMPLE_CSV.open(newline="") as handle:
@@ -297,6 +298,7 @@ def run_train(*args: str) -> dict[str, object]:
     return json.loads(card_path(out).read_text())  # type: ignore[no-any-return]
 
 
+@needs_sample
 def test_training_on_parquet_equals_training_on_the_same_csv(tmp_path: Path) -> None:
     table = read_offline(SAMPLE_CSV, label=True)
     assert table.labels is not None

@@ -15,7 +15,7 @@ from app.card import card_path
 from app.features import FEATURE_NAMES
 from app.synthetic import TWO_DAYS_SECONDS, generate
 from app.train import DataError, read_data
-from tests.conftest import SAMPLE_CSV
+from tests.conftest import SAMPLE_CSV, needs_sample
 from tests.server import run_in_repo
 
 
@@ -100,7 +100,7 @@ def test_cli_is_deterministic_for_a_seed(tmp_path: Path) -> None:
     assert outputs[0]["feature_importance"] == outputs[1]["feature_importance"]
 
 
-@pytest.mark.skipif(not SAMPLE_CSV.is_file(), reason=f"{SAMPLE_CSV} is not present")
+@needs_sample
 def test_cli_trains_on_the_real_sample(tmp_path: Path) -> None:
     out = tmp_path / "fraud-model.joblib"
     result = run_train("--data", str(SAMPLE_CSV), "--out", str(out))
