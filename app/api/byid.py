@@ -9,9 +9,9 @@ from starlette.responses import Response
 
 from app import metrics
 from app.api.deps import (
-    ExplainDep,
     current_scorer,
     enforce_rate_limit,
+    explain_options,
     explain_parameters,
     read_body,
 )
@@ -81,7 +81,8 @@ def build_router(settings: Settings) -> APIRouter:
         responses=service_errors(404, 413, 422, 501, 502, 503),
         summary="Score the stored features of one transaction id",
     )
-    async def score_by_id(request: Request, explain: ExplainDep) -> Response:
+    async def score_by_id(request: Request) -> Response:
+        explain = explain_options(request)
         store = online_store(request)
         body = await read_body(request, SINGLE_BODY_LIMIT)
         require_json(request.headers.get("content-type"))
@@ -106,7 +107,8 @@ def build_router(settings: Settings) -> APIRouter:
         responses=service_errors(413, 422, 501, 503),
         summary=f"Score the stored features of 1 to {settings.max_batch_size} transaction ids",
     )
-    async def score_by_id_batch(request: Request, explain: ExplainDep) -> Response:
+    async def score_by_id_batch(request: Request) -> Response:
+        explain = explain_options(request)
         store = online_store(request)
         body = await read_body(request, batch_limit)
         require_json(request.headers.get("content-type"))

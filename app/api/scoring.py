@@ -10,10 +10,10 @@ from starlette.responses import Response
 
 from app import metrics
 from app.api.deps import (
-    ExplainDep,
     ScorerDep,
     current_scorer,
     enforce_rate_limit,
+    explain_options,
     explain_parameters,
     read_body,
 )
@@ -108,7 +108,8 @@ def build_router(settings: Settings) -> APIRouter:
         responses=service_errors(413, 422, 503),
         summary="Score one transaction",
     )
-    async def score_transaction(request: Request, explain: ExplainDep) -> Response:
+    async def score_transaction(request: Request) -> Response:
+        explain = explain_options(request)
         body = await read_body(request, SINGLE_BODY_LIMIT)
         require_json(request.headers.get("content-type"))
         matrix = parse_transaction(body)
@@ -125,7 +126,8 @@ def build_router(settings: Settings) -> APIRouter:
         responses=service_errors(413, 422, 503),
         summary=f"Score 1 to {settings.max_batch_size} transactions in one call",
     )
-    async def score_batch(request: Request, explain: ExplainDep) -> Response:
+    async def score_batch(request: Request) -> Response:
+        explain = explain_options(request)
         body = await read_body(request, batch_limit)
         require_json(request.headers.get("content-type"))
         matrix = parse_batch(body)
