@@ -65,8 +65,9 @@ def top_reasons(scores: Scores, max_reasons: int) -> tuple[np.ndarray, np.ndarra
     contributions, largest first (ties in feature order): three (n, max_reasons) arrays."""
     assert scores.contributions is not None, "explained scores carry contributions"
     order = np.argsort(-scores.contributions, axis=1, kind="stable")[:, :max_reasons]
-    contributions = np.take_along_axis(scores.contributions, order, axis=1)
-    return order, contributions, np.take_along_axis(scores.values, order, axis=1)
+    # Plain fancy indexing: take_along_axis costs a single row twice as much, in Python.
+    rows = np.arange(len(order))[:, None]
+    return order, scores.contributions[rows, order], scores.values[rows, order]
 
 
 def reasons_of(scores: Scores, max_reasons: int) -> list[list[dict[str, Any]]]:
