@@ -6,7 +6,8 @@ HOST ?= 127.0.0.1
 PORT ?= 8888
 MODEL := model/fraud-model.joblib
 # One pytest worker per core, a test file each (module fixtures stay whole): the suite's time
-# is the CPU of the servers and trainings it starts, one after another without it.
+# is the CPU of the servers and trainings it starts, one after another without it. The tests
+# marked exclusive (latency bounds) run alone afterwards, with no other test beside them.
 TEST_WORKERS ?= 2
 
 .PHONY: run test image bench lint format train test-tools clean
@@ -15,7 +16,8 @@ run: $(VENV)/.runtime $(MODEL) .env  ## serve on $(PORT) with 2 workers
 	$(PY) -m app --host $(HOST) --port $(PORT) --workers 2 --timeout-keep-alive 75 --timeout-graceful-shutdown 20
 
 test: $(VENV)/.dev test-tools  ## everything the tests need, then the whole suite
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m 'not exclusive'
+	$(PY) -m pytest -m exclusive
 
 image: test-tools  ## build the test and production images with buildah and run the production one (root)
 	@sh scripts/build-image.sh

@@ -181,6 +181,7 @@ def test_readme_curl_flow(server: Server) -> None:
     assert_score_body(json.loads(text))
 
 
+@pytest.mark.exclusive
 def test_sequential_p99_within_slo(server: Server, body: dict[str, float]) -> None:
     payload = json.dumps(body).encode()
     headers = {**HEADERS, "Content-Type": "application/json"}
@@ -197,6 +198,7 @@ def test_sequential_p99_within_slo(server: Server, body: dict[str, float]) -> No
     assert p99(latencies) < SLO_SECONDS, f"sequential p99 {p99(latencies) * 1000:.1f} ms"
 
 
+@pytest.mark.exclusive
 def test_concurrent_p99_within_slo(server: Server, body: dict[str, float]) -> None:
     threads, per_thread = 20, 25
     payload = json.dumps(body).encode()
