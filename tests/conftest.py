@@ -1,5 +1,6 @@
 """Shared fixtures: a small forest trained once per session, settings and an in-process client."""
 
+import csv
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +22,15 @@ needs_sample = pytest.mark.skipif(not SAMPLE_CSV.is_file(), reason=f"{SAMPLE_CSV
 API_KEY = "test-key-4f1c2a9e7b3d5f60"
 ROTATION_KEY = "rotation-key-8e2b6d4a1c9f7e35"
 HEADERS = {"X-API-Key": API_KEY}
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    """A CSV of `header` then `rows`, as a pipeline or a spreadsheet would write it."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
 
 
 @pytest.fixture(scope="session")

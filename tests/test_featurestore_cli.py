@@ -24,6 +24,7 @@ import redis
 from app.features import FEATURE_NAMES, WRITTEN_AT_FIELD, meta_key, transaction_key
 from app.synthetic import generate
 from tests.conftest import ROOT, SAMPLE_CSV, needs_sample
+from tests.conftest import write_csv as write_rows_csv
 from tests.redis_server import RedisServer, requires_redis
 from tests.server import free_port
 
@@ -70,12 +71,11 @@ def write_csv(path: Path, rows: list[list[str]] | None = None) -> Path:
     """transaction_id, the 30 features as repr() text, and Class (which the loader ignores)."""
     if rows is None:
         rows = [[repr(value) for value in row] for row in FEATURES.tolist()]
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["transaction_id", *FEATURE_NAMES, "Class"])
-        for transaction_id, row, label in zip(IDS, rows, LABELS.tolist(), strict=True):
-            writer.writerow([transaction_id, *row, label])
-    return path
+    labelled = [
+        [transaction_id, *row, str(label)]
+        for transaction_id, row, label in zip(IDS, rows, LABELS.tolist(), strict=True)
+    ]
+    return write_rows_csv(path, ["transaction_id", *FEATURE_NAMES, "Class"], labelled)
 
 
 def write_parquet(path: Path) -> Path:

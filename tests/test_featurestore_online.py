@@ -24,6 +24,7 @@ from app.featurestore.online import (
     RETRY_AFTER_MISMATCH,
     RETRY_AFTER_UNREACHABLE,
     FeatureStoreUnavailable,
+    Fetched,
     OnlineStore,
 )
 from app.logs import JsonFormatter
@@ -134,6 +135,15 @@ async def opened(server: RedisServer, timeout_ms: int = TIMEOUT_MS) -> OnlineSto
     store = OnlineStore(server.uri, PREFIX, timeout_ms)
     await store.start()
     return store
+
+
+async def fetch_once(server: RedisServer, ids: list[str]) -> Fetched:
+    """Start a client as a worker does, fetch `ids` once, close it."""
+    store = await opened(server)
+    try:
+        return await store.fetch(ids)
+    finally:
+        await store.close()
 
 
 async def test_found_not_found_invalid_in_request_order_with_duplicates(
@@ -411,11 +421,7 @@ async def test_no_meta_record_is_accepted(
     server: RedisServer, store_log: list[logging.LogRecord]
 ) -> None:
     ids = write_rows(server, 1)
-    store = await opened(server)
-    try:
-        fetched = await store.fetch(ids)
-    finally:
-        await store.close()
+    fetched = await fetch_once(server, ids)
     assert fetched.statuses == ("found",)
     assert messages(store_log, logging.INFO) == [
         "feature store has no meta record yet: records are checked one by one"
@@ -427,10 +433,6 @@ async def test_a_meta_record_of_this_registry_is_accepted_silently(
 ) -> None:
     ids = write_rows(server, 1)
     write_meta(server)
-    store = await opened(server)
-    try:
-        fetched = await store.fetch(ids)
-    finally:
-        await store.close()
+    fetched = await fetch_once(server, ids)
     assert fetched.statuses == ("found",)
     assert messages(store_log, logging.INFO) == []

@@ -15,7 +15,7 @@ from app.card import card_path
 from app.features import FEATURE_NAMES
 from app.offline import BadRow, OfflineDataError, read_offline
 from app.synthetic import generate
-from tests.conftest import SAMPLE_CSV, needs_sample
+from tests.conftest import SAMPLE_CSV, needs_sample, write_csv
 from tests.server import run_in_repo
 
 FEATURES, LABELS = generate(rows=40, seed=5, fraud_rate=0.3)
@@ -24,14 +24,6 @@ SECRET = "4242.4242"  # a value no message may repeat
 
 def csv_rows(features: np.ndarray = FEATURES) -> list[list[str]]:
     return [[repr(value) for value in row] for row in features.tolist()]
-
-
-def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
 
 
 def labelled_csv(path: Path, rows: list[list[str]] | None = None) -> Path:

@@ -15,7 +15,7 @@ from app.card import card_path
 from app.features import FEATURE_NAMES
 from app.synthetic import TWO_DAYS_SECONDS, generate
 from app.train import DataError, read_data
-from tests.conftest import SAMPLE_CSV, needs_sample
+from tests.conftest import SAMPLE_CSV, needs_sample, write_csv
 from tests.server import run_in_repo
 
 
@@ -112,14 +112,6 @@ def test_cli_trains_on_the_real_sample(tmp_path: Path) -> None:
     assert card["data"]["fraud_rows"] == 300
     assert card["metrics"]["holdout_fraud_rows"] == 60  # stratified: 20 % of the 300 frauds
     assert card["metrics"]["roc_auc"] > 0.9
-
-
-def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
 
 
 def valid_rows(count: int = 20) -> list[list[str]]:
