@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from app.api.inference import Explain
-from app.api.results import batch_body, result_dicts
+from app.api.results import batch_body, result_dicts, top_reasons
 from app.features import FEATURE_NAMES
 from app.model import Scores, load_model
 from app.synthetic import generate
@@ -64,3 +64,24 @@ def test_tied_contributions_keep_the_registry_order() -> None:
     explain = Explain(True, 4)
     expected = orjson.dumps({"model-version": "v", "results": result_dicts(scores, explain)})
     assert batch_body(scores, "v", explain) == expected
+
+
+@pytest.mark.parametrize("rows", [1, 15, 16, 500])
+def test_top_reasons_are_the_stable_sort_for_every_count(explained: Scores, rows: int) -> None:
+    # Ties everywhere: contributions rounded to a few values, so equal maxima are the rule.
+    contributions = np.round(explained.contributions[:rows], 0)  # type: ignore[index]
+    scores = Scores(
+        values=explained.values[:rows],
+        probability=explained.probability[:rows],
+        fraud_score=explained.fraud_score[:rows],
+        is_fraud=explained.is_fraud[:rows],
+        ood_warning=explained.ood_warning[:rows],
+        contributions=contributions,
+        baseline=explained.baseline,
+    )
+    full_order = np.argsort(-contributions, axis=1, kind="stable")
+    for count in range(1, len(FEATURE_NAMES) + 1):
+        order, top, values = top_reasons(scores, count)
+        assert np.array_equal(order, full_order[:, :count])
+        assert np.array_equal(top, np.take_along_axis(contributions, order, axis=1))
+        assert np.array_equal(values, np.take_along_axis(scores.values, order, axis=1))

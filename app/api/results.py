@@ -60,14 +60,37 @@ def result_dicts(scores: Scores, explain: Explain) -> list[dict[str, Any]]:
     return results
 
 
+# Up to this many reasons, a batch's top contributions are found by repeated argmax: k passes of
+# n·30 comparisons, 3.5× faster than a sort for 3 reasons of 1,000 rows. A single row is cheaper
+# sorted: each pass costs a few µs of NumPy call overhead.
+ARGMAX_PASSES_MAX_REASONS = 8
+ARGMAX_PASSES_MIN_ROWS = 16
+
+
 def top_reasons(scores: Scores, max_reasons: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row, the feature indices, contributions and values of the `max_reasons` largest
     contributions, largest first (ties in feature order): three (n, max_reasons) arrays."""
     assert scores.contributions is not None, "explained scores carry contributions"
-    order = np.argsort(-scores.contributions, axis=1, kind="stable")[:, :max_reasons]
+    contributions = scores.contributions
     # Plain fancy indexing: take_along_axis costs a single row twice as much, in Python.
-    rows = np.arange(len(order))[:, None]
-    return order, scores.contributions[rows, order], scores.values[rows, order]
+    rows = np.arange(len(contributions))[:, None]
+    if max_reasons <= ARGMAX_PASSES_MAX_REASONS and len(contributions) >= ARGMAX_PASSES_MIN_ROWS:
+        order = _largest_first(contributions, max_reasons)
+    else:
+        order = np.argsort(-contributions, axis=1, kind="stable")[:, :max_reasons]
+    return order, contributions[rows, order], scores.values[rows, order]
+
+
+def _largest_first(contributions: np.ndarray, count: int) -> np.ndarray:
+    """The stable sort's first `count` columns: argmax returns the first of equal maxima, and
+    each pass takes its pick out (contributions are finite, so -inf is below every one left)."""
+    remaining = contributions.copy()
+    rows = np.arange(len(remaining))
+    order = np.empty((len(remaining), count), dtype=np.intp)
+    for rank in range(count):
+        order[:, rank] = picked = remaining.argmax(axis=1)
+        remaining[rows, picked] = -np.inf
+    return order
 
 
 def reasons_of(scores: Scores, max_reasons: int) -> list[list[dict[str, Any]]]:
