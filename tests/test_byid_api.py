@@ -3,6 +3,7 @@
 import csv
 import json
 import logging
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -12,6 +13,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app.card import card_path
+from app.contributions import split
 from app.features import FEATURE_NAMES, meta_key, record_fields, row_to_dict, transaction_key
 from app.synthetic import generate
 from tests.conftest import HEADERS, SAMPLE_CSV, needs_sample
@@ -25,6 +28,7 @@ BY_ID, BY_ID_BATCH = "/v1/fraud-score/by-id", "/v1/fraud-score/by-id/batch"
 SCORE, BATCH = "/v1/fraud-score", "/v1/fraud-score/batch"
 SINGLE_KEYS = {"transaction-id", "fraud-score", "is-fraud", "ood-warning", "model-version"}
 ROWS, _ = generate(rows=60, seed=23, fraud_rate=0.3)
+_CLOCK_AND_PROCESS = {"created", "msecs", "relativeCreated", "thread", "process", "lineno"}
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +213,12 @@ def test_invalid_stored_records_are_502_and_logged_without_values(
     assert response.json()["error"] == "invalid_feature_record"
     records = [record for record in caplog.records if "txn-5" in str(record.__dict__)]
     assert records, "the invalid record's id is logged"
-    logged = " ".join(str(record.__dict__) for record in caplog.records)
+    # Everything a record carries but its clock and process numbers, which a short value could
+    # match by chance ("2.25" in a `created` of 1764612345.2254).
+    logged = " ".join(
+        str({k: v for k, v in record.__dict__.items() if k not in _CLOCK_AND_PROCESS})
+        for record in caplog.records
+    )
     assert field in logged
     for value in (*(change or {}).values(), *record_fields(ROWS[5].tolist(), 0).values()):
         if len(value) > 3:  # a short value ("nan", "") could appear in other text by chance
@@ -284,6 +293,28 @@ def test_an_unreachable_store_is_503_with_retry_after(
         assert response.headers["Retry-After"] == "1"
     assert client.get("/health").status_code == 200
     assert post(client, SCORE, row_to_dict(ROWS[0].tolist())).status_code == 200
+
+
+def test_explain_without_reason_codes_is_422_before_any_lookup(
+    client_factory: Callable[..., TestClient], model_path: Path, tmp_path: Path
+) -> None:
+    """An .onnx without the explain graph: explain=true is refused as on the raw routes, even
+    with the store down (the request could never be answered, whatever Redis says)."""
+    old = tmp_path / "fraud-model.onnx"
+    old.write_bytes(split(model_path.with_suffix(".onnx").read_bytes()).plain)
+    shutil.copy(card_path(model_path), card_path(old))
+    down = start_redis(tmp_path)
+    uri = down.uri
+    down.stop()
+    client = client_factory(model_path=old, feature_store_uri=uri, feature_store_timeout_ms=50)
+    for path, body in (
+        (BY_ID, {"transaction_id": "txn-1"}),
+        (BY_ID_BATCH, {"transaction_ids": ["txn-1"]}),
+    ):
+        response = post(client, path, body, explain="true")
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"][0]["loc"] == ["query", "explain"]
+        assert post(client, path, body).status_code == 503  # not explained: the lookup is tried
 
 
 def test_by_id_needs_the_key_and_counts_in_the_rate_limit(

@@ -15,7 +15,7 @@ from app.api.deps import (
     explain_parameters,
     read_body,
 )
-from app.api.inference import Explain, score
+from app.api.inference import Explain, require_explainable, score
 from app.api.results import result_dicts
 from app.api.scoring import SINGLE_BODY_LIMIT, json_body, service_errors
 from app.config import Settings
@@ -88,6 +88,7 @@ def build_router(settings: Settings) -> APIRouter:
         require_json(request.headers.get("content-type"))
         transaction_id = strict(ByIdRequest, body).transaction_id
         scorer = current_scorer(request)
+        require_explainable(scorer, explain)  # before the lookup: Redis down or not, it is a 422
         fetched = await _fetch(store, [transaction_id])
         status = fetched.statuses[0]
         if status == "not_found":
@@ -114,6 +115,7 @@ def build_router(settings: Settings) -> APIRouter:
         require_json(request.headers.get("content-type"))
         ids: list[str] = strict(batch_request, body).transaction_ids
         scorer = current_scorer(request)
+        require_explainable(scorer, explain)
         fetched = await _fetch(store, ids)
         scored = iter(await _scored(request, scorer, fetched, explain, batch=True))
         version = scorer.version

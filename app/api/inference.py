@@ -26,15 +26,8 @@ class Explain:
 NO_EXPLAIN = Explain()
 
 
-async def score(
-    request: Request,
-    scorer: Scorer,
-    matrix: np.ndarray,
-    explain: Explain = NO_EXPLAIN,
-    *,
-    batch: bool,
-) -> Scores:
-    """Score validated rows, count them in the metrics, and note the call in the request's log."""
+def require_explainable(scorer: Scorer, explain: Explain) -> None:
+    """422 for `explain=true` when the served model carries no reason codes."""
     if explain.enabled and not scorer.explains:
         raise RequestValidationError(
             [
@@ -46,6 +39,18 @@ async def score(
                 }
             ]
         )
+
+
+async def score(
+    request: Request,
+    scorer: Scorer,
+    matrix: np.ndarray,
+    explain: Explain = NO_EXPLAIN,
+    *,
+    batch: bool,
+) -> Scores:
+    """Score validated rows, count them in the metrics, and note the call in the request's log."""
+    require_explainable(scorer, explain)
     if scorer.engine.name == "onnx" and len(matrix) <= INLINE_ROWS:
         scores = scorer.score(matrix, explain=explain.enabled)
     else:
