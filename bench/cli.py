@@ -31,6 +31,13 @@ SMOKE_TRAINING = ("--rows", "5000", "--trees", "10")
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--duration", type=int, help="seconds per measurement (10; smoke 1)")
+    parser.add_argument(
+        "--slices",
+        type=int,
+        help="wrk runs each measurement is split into, taken in turn with the configuration's "
+        "other scenarios so that compared scenarios see the same moments of the machine (5; "
+        "smoke 1)",
+    )
     parser.add_argument("--warmup", type=int, help="seconds of warm-up per server (3; smoke 1)")
     parser.add_argument(
         "--rounds", type=int, help="rounds, configurations alternating (3; smoke 1)"
@@ -44,7 +51,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="a few seconds, a tiny model")
     parser.add_argument("--keep-logs", action="store_true", help="keep the servers' logs")
     args = parser.parse_args(argv)
-    for option, usual, smoke in (("duration", 10, 1), ("warmup", 3, 1), ("rounds", 3, 1)):
+    for option, usual, smoke in (
+        ("duration", 10, 1),
+        ("slices", 5, 1),
+        ("warmup", 3, 1),
+        ("rounds", 3, 1),
+    ):
         if getattr(args, option) is None:
             setattr(args, option, smoke if args.smoke else usual)
     default_configs = SMOKE_CONFIGS if args.smoke else DEFAULT_CONFIGS
@@ -53,8 +65,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown --configs {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
     args.configs = list(dict.fromkeys(names))
-    if min(args.duration, args.warmup, args.rounds) < 1:
-        parser.error("--duration, --warmup and --rounds must be at least 1")
+    if min(args.duration, args.slices, args.warmup, args.rounds) < 1:
+        parser.error("--duration, --slices, --warmup and --rounds must be at least 1")
+    if args.duration % args.slices:
+        parser.error("--duration must be a multiple of --slices (whole seconds per wrk run)")
     return args
 
 
@@ -152,6 +166,7 @@ def _run(args: argparse.Namespace, work: Path) -> int:
             args.warmup,
             BATCH_ROWS,
             redis_server.uri if redis_server else None,
+            args.slices,
         )
         return _measure_all(args, plan, work, (started, clock, load_start))
     finally:
@@ -231,6 +246,7 @@ def _results(
         "smoke": args.smoke,
         "options": {
             "duration_s": args.duration,
+            "slices": args.slices,
             "warmup_s": args.warmup,
             "rounds": args.rounds,
             "configs": list(args.configs),

@@ -117,6 +117,8 @@ def _parse(stdout: str, stderr: str, returncode: int) -> dict[str, Any]:
             "mean": round(latency["mean"] / 1000, 3),
             "stdev": round(latency["stdev"] / 1000, 3),
         },
+        # The quantile function at 0.1 %, 0.2 % … 100 % (µs): what bench.slices merges.
+        "latency_grid_us": [float(value) for value in latency["grid"]],
         # errors.status counts answers above 399; the others are socket-level failures.
         "errors": {key: int(value) for key, value in raw["errors"].items()},
     }

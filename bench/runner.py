@@ -1,4 +1,5 @@
-"""One configuration in one round: a fresh server, a warm-up, then each scenario measured."""
+"""One configuration in one round: a fresh server, a warm-up, then its scenarios measured in
+interleaved slices (each scenario's `slices` wrk runs taken in turn with the others')."""
 
 import statistics
 import time
@@ -6,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import loadgen, procfs, server, store
+from bench import loadgen, procfs, server, slices, store
 from bench.bodies import Body
 from bench.configs import Config
 
@@ -42,6 +43,11 @@ class Plan:
     warmup: int
     batch_rows: int
     store_uri: str | None  # the bench's Redis, holding the by-id scenarios' ids; None: none
+    slices: int = 1  # wrk runs per scenario, `duration` seconds in all, interleaved
+
+    @property
+    def slice_seconds(self) -> int:
+        return max(self.duration // self.slices, 1)
 
 
 def runnable(plan: Plan, config: Config) -> list[Scenario]:
@@ -85,9 +91,13 @@ def run_config(plan: Plan, config: Config, round_number: int, run_dir: Path) -> 
             body = scenario.body.path.read_bytes()
             server.check_answer(srv, scenario.path, body, scenario.headers)
         _warm_up(plan, srv, scenarios)
+        parts: dict[str, list[dict[str, Any]]] = {scenario.name: [] for scenario in scenarios}
+        for _ in range(plan.slices):
+            for scenario in scenarios:
+                parts[scenario.name].append(measure(srv, scenario, plan.slice_seconds))
         results = {}
         for scenario in scenarios:
-            results[scenario.name] = measure(srv, scenario, plan.duration)
+            results[scenario.name] = slices.merge(parts[scenario.name])
             _print_line(config.name, round_number, scenario, results[scenario.name])
         workers_now = procfs.worker_pids(srv.pid)
     finally:
@@ -187,6 +197,7 @@ def _print_line(config: str, round_number: int, scenario: Scenario, result: dict
         f"  round {round_number} {config:<15} {scenario.name:<11} {rate:>16}  "
         f"p50 {latency['p50']:.2f} ms  p99 {latency['p99']:.2f} ms  "
         f"cpu {result['cpu_ms_per_request']:.3f} ms/req  "
-        f"conns/worker {result['connections_by_worker']}  other load {result['other_cores']:.2f}",
+        f"conns/worker {result['connections_by_worker']}  other load {result['other_cores']:.2f}  "
+        f"slices {'/'.join(f'{rate:,.0f}' for rate in result['slice_req_per_s'])} req/s",
         flush=True,
     )
