@@ -112,6 +112,11 @@ def is_oip_path(path: str) -> bool:
     return path == OIP_PREFIX or path.startswith(OIP_PREFIX + "/")
 
 
+def message_body(path: str, message: str) -> dict[str, str]:
+    """An error without a code of its own: `{"detail"}`, or OIP's `{"error"}` under /v2."""
+    return {"error": message} if is_oip_path(path) else {"detail": message}
+
+
 def _is_oip(request: Request) -> bool:
     return is_oip_path(request.scope["path"])
 
@@ -135,7 +140,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    body = {"error": exc.detail} if _is_oip(request) else {"detail": exc.detail}
+    body = message_body(request.scope["path"], exc.detail)
     return json_response(body, exc.status_code, headers=exc.headers)
 
 

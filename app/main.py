@@ -92,6 +92,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Scores card transactions for fraud, 0 to 100.",
         version=settings.app_version,
         lifespan=lifespan,
+        # A path with a trailing slash is unknown (404), not a 307 to a URL built from the
+        # client's Host header with the scheme this process sees (http behind a TLS balancer).
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.scorer = None

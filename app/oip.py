@@ -93,7 +93,7 @@ class InferRequest:
 def parse_infer(body: bytes, header_length: str | None, max_rows: int) -> InferRequest:
     """An infer request body (JSON, or JSON + binary tensors) → InferRequest, or TensorError."""
     header, binary = _split(body, header_length)
-    document = _json_object(header)
+    document = _json_object(header, binary_hint=header_length is None)
     request_id = document.get("id")
     if request_id is not None and type(request_id) is not str:
         raise TensorError("'id' must be a string")
@@ -104,6 +104,15 @@ def parse_infer(body: bytes, header_length: str | None, max_rows: int) -> InferR
         raise TensorError(f"'inputs' must be a list of one tensor, '{INPUT_NAME}'")
     matrix = _matrix(inputs[0], binary, max_rows)
     return InferRequest(matrix, _outputs(document.get("outputs"), binary_default), request_id)
+
+
+def header_length_of(values: list[str]) -> str | None:
+    """The one Inference-Header-Content-Length of a request. Repeated with different values it
+    is refused, as a repeated Content-Length is: a proxy taking the last would split the body
+    elsewhere than this service."""
+    if len({value.strip() for value in values}) > 1:
+        raise TensorError(f"{HEADER_LENGTH} is given {len(values)} times, with different values")
+    return values[0] if values else None
 
 
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
@@ -119,18 +128,47 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
     return body[:length], memoryview(body)[length:]
 
 
-def _json_object(header: bytes) -> dict[str, Any]:
+def _json_object(header: bytes, *, binary_hint: bool) -> dict[str, Any]:
     try:
         document = orjson.loads(header)
     except orjson.JSONDecodeError as error:
-        # orjson's own message is not repeated: keep to what cannot quote the body.
-        raise TensorError(
-            f"the inference request is not valid JSON (at character {error.pos}); NaN, Infinity "
-            "and numbers beyond a double's range are not JSON numbers"
-        ) from None
+        raise TensorError(_not_json(header, error, binary_hint)) from None
     if type(document) is not dict:
         raise TensorError("the inference request must be a JSON object")
     return document
+
+
+def _not_json(body: bytes, error: orjson.JSONDecodeError, binary_hint: bool) -> str:
+    """What is wrong with a body that is not JSON, in words that cannot quote it."""
+    position = error.pos
+    document_end = position if error.msg.startswith("unexpected content after document") else None
+    if error.msg.startswith("str is not valid UTF-8"):  # orjson checks the whole body first
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            position = bad.start
+            document_end = _document_end(body[:position])
+    if binary_hint and document_end is not None:
+        # A JSON header and then bytes: binary tensors sent without their header's length.
+        return (
+            f"the inference request has bytes after its JSON (at character {document_end}): "
+            f"binary tensors need the {HEADER_LENGTH} header"
+        )
+    return (
+        f"the inference request is not valid JSON (at character {position}); NaN, Infinity "
+        "and numbers beyond a double's range are not JSON numbers"
+    )
+
+
+def _document_end(text: bytes) -> int | None:
+    """Where the JSON document at the start of `text` ends; None if there is not a whole one."""
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError as error:
+        if error.msg.startswith("unexpected content after document"):
+            return int(error.pos)
+        return None
+    return len(text)
 
 
 def _parameters(tensor: dict[str, Any], owner: str) -> dict[str, Any]:
@@ -146,8 +184,11 @@ def _parameters(tensor: dict[str, Any], owner: str) -> dict[str, Any]:
 
 
 def _flag(parameters: dict[str, Any], name: str, owner: str) -> bool | None:
-    value = parameters.get(name)
-    if value is not None and type(value) is not bool:
+    """The boolean parameter, None when absent; `null` is not a boolean either."""
+    if name not in parameters:
+        return None
+    value = parameters[name]
+    if type(value) is not bool:
         raise TensorError(f"'{name}' of {owner} must be true or false")
     return value
 

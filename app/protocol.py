@@ -30,6 +30,7 @@ from uvicorn.protocols.http.httptools_impl import (
 from uvicorn.server import ServerState
 
 from app import metrics
+from app.errors import message_body
 
 HEAD_LIMIT = 64 * 1024  # request line, headers and the blank line: the load balancer's own limit
 HEAD_TIMEOUT = 10.0
@@ -188,10 +189,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         seconds = self.loop.time() - self._head_started
         method = self.parser.get_method().decode("ascii") if self.url else "unknown"
         metrics.observe_request("unmatched", method, status, seconds)
-        line: dict[str, Any] = {
-            "method": method,
-            "path": self.url.split(b"?", 1)[0][:256].decode("latin-1"),
-        }
+        path = self.url.split(b"?", 1)[0].decode("latin-1")
+        line: dict[str, Any] = {"method": method, "path": path[:256]}
         line |= {"route": "unmatched", "status": status, "request_id": request_id}
         log.info("request", extra=line | {"latency_ms": round(seconds * 1000, 3)})
         if self.cycle is not None and not self.cycle.response_complete:
@@ -199,7 +198,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.cycle.keep_alive = False
             self._stop_reading_requests()
             return
-        body = orjson.dumps({"detail": detail})
+        body = orjson.dumps(message_body(path, detail))
         head = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             head += [name, b": ", value, b"\r\n"]
@@ -270,7 +269,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         async def unavailable() -> None:
             # uvicorn answers a request it cancels at the end of the grace period with a plain-text
             # 500; this service's errors are JSON, and this one is worth retrying elsewhere.
-            body = orjson.dumps({"detail": _SHUTTING_DOWN})
+            body = orjson.dumps(message_body(cycle.scope["path"], _SHUTTING_DOWN))
             headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
             headers.append((b"content-length", str(len(body)).encode()))
             await cycle.send({"type": "http.response.start", "status": 503, "headers": headers})

@@ -286,6 +286,20 @@ def test_invalid_request_is_a_json_400(server: Server) -> None:
     assert response.headers["connection"] == "close"
 
 
+def test_under_v2_the_http_layer_answers_in_oip_shape(server: Server) -> None:
+    """tritonclient reads `error`: the refusals made before any route runs have it under /v2."""
+    too_big = exchange(server, head_of_size(HEAD_LIMIT + 1, "/v2/health/live"))
+    assert too_big.status == 431
+    assert json.loads(too_big.body) == {"error": "Request line and headers larger than 65536 bytes"}
+    framing = (
+        b"POST /v2/models/fraud/infer HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    invalid = exchange(server, framing)
+    assert invalid.status == 400
+    assert json.loads(invalid.body) == {"error": "Invalid HTTP request"}
+
+
 def test_normal_requests_still_pass(server: Server, mock_body: dict[str, float]) -> None:
     response = httpx.post(f"{server.url}{SCORE}", json=mock_body, headers=HEADERS, timeout=10)
     assert response.status_code == 200

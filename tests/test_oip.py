@@ -558,6 +558,10 @@ BAD_JSON = {
         {**request_with(), "parameters": {"binary_data_output": "yes"}},
         "'binary_data_output' of the request must be true or false",
     ),
+    "binary_data_output null": (
+        {**request_with(), "parameters": {"binary_data_output": None}},
+        "'binary_data_output' of the request must be true or false",
+    ),
     "input parameters not an object": (
         request_with(parameters=MARK),
         "'parameters' of input 'features' must be an object",
@@ -590,6 +594,13 @@ BAD_JSON = {
     ),
     "binary_data not a boolean": (
         {**request_with(), "outputs": [{"name": "fraud_score", "parameters": {"binary_data": 1}}]},
+        "'binary_data' of output 'fraud_score' must be true or false",
+    ),
+    "binary_data null": (
+        {
+            **request_with(),
+            "outputs": [{"name": "fraud_score", "parameters": {"binary_data": None}}],
+        },
         "'binary_data' of output 'fraud_score' must be true or false",
     ),
     "classification": (
@@ -629,7 +640,14 @@ def test_non_finite_json_values_are_400(client: TestClient, literal: str) -> Non
 
 @pytest.mark.parametrize(
     ("body", "position"),
-    [(b"", 0), (b"{", 1), (b"\xff\xfe", 0), (b"[1, 2", 5), (b'{"inputs": [}', 12)],
+    [
+        (b"", 0),
+        (b"{", 1),
+        (b"\xff\xfe", 0),
+        (b'{"id": "\xff"}', 8),  # where the text stops being UTF-8
+        (b"[1, 2", 5),
+        (b'{"inputs": [}', 12),
+    ],
 )
 def test_malformed_json_is_400(client: TestClient, body: bytes, position: int) -> None:
     response = infer(client, body)
@@ -654,6 +672,36 @@ def binary_case(
         **extra,
     }
     return json.dumps({"inputs": [entry]}).encode() + payload
+
+
+@pytest.mark.parametrize("rows", [np.ones((2, 30)), np.zeros((2, 30))], ids=["ones", "zeros"])
+def test_binary_tensors_without_their_header_length_say_so(
+    client: TestClient, rows: np.ndarray
+) -> None:
+    # 1.0 as FP32 is not UTF-8 text; 0.0 is (NUL bytes): both follow a whole JSON document.
+    body, headers = binary_request(rows)
+    response = infer(client, body)
+    assert (response.status_code, response.json()) == (
+        400,
+        {
+            "error": f"the inference request has bytes after its JSON (at character "
+            f"{headers[LENGTH]}): binary tensors need the {LENGTH} header"
+        },
+    )
+
+
+def test_a_header_length_given_twice_must_agree(client: TestClient) -> None:
+    body, headers = binary_request(np.ones((2, 30)))
+    length = headers[LENGTH]
+    twice = [(LENGTH, length), (LENGTH, str(int(length) + 5))]
+    raw_headers = [*HEADERS.items(), *twice]
+    response = client.post(INFER, content=body, headers=raw_headers)
+    assert (response.status_code, response.json()) == (
+        400,
+        {"error": f"{LENGTH} is given 2 times, with different values"},
+    )
+    same = client.post(INFER, content=body, headers=[*HEADERS.items(), *[(LENGTH, length)] * 2])
+    assert same.status_code == 200
 
 
 FP32_ROW = np.full(30, MARK, dtype="<f4").tobytes()
@@ -851,6 +899,27 @@ def test_unknown_paths_and_methods_answer_in_oip_shape(client: TestClient) -> No
     assert wrong_method.headers["allow"] == "POST"
     assert client.get("/v1/nothing").json() == {"detail": "Not Found"}
     assert client.get("/v2x").json() == {"detail": "Not Found"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/v2/", {"error": "Not Found"}),
+        ("GET", "/v2/models/fraud/", {"error": "Not Found"}),
+        ("POST", "/v2/models/fraud/infer/", {"error": "Not Found"}),
+        ("POST", "/v1/fraud-score/", {"detail": "Not Found"}),
+        ("GET", "/health/", {"detail": "Not Found"}),
+    ],
+)
+def test_a_trailing_slash_is_an_unknown_path_not_a_redirect(
+    client: TestClient, method: str, path: str, body: dict[str, str]
+) -> None:
+    # A redirect would be built from the client's Host header, and with http behind TLS.
+    response = client.request(
+        method, path, headers={**HEADERS, "Host": "evil.example"}, follow_redirects=False
+    )
+    assert (response.status_code, response.json()) == (404, body)
+    assert "location" not in response.headers
 
 
 # --- metrics, logs, OpenAPI ---------------------------------------------------------------------

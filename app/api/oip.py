@@ -23,6 +23,7 @@ from app.oip import (
     OUTPUTS,
     TensorError,
     encode_infer,
+    header_length_of,
     parse_infer,
 )
 from app.oip_schemas import (
@@ -194,7 +195,8 @@ def _protected_routes(settings: Settings) -> APIRouter:
             # tritonclient can gzip requests; decompressing would need its own size limit.
             raise InvalidTensor("a compressed request body (Content-Encoding) is not supported")
         try:
-            parsed = parse_infer(body, request.headers.get(HEADER_LENGTH), settings.max_batch_size)
+            json_length = header_length_of(request.headers.getlist(HEADER_LENGTH))
+            parsed = parse_infer(body, json_length, settings.max_batch_size)
         except TensorError as error:
             raise InvalidTensor(str(error)) from None
         scorer = current_scorer(request)
