@@ -39,6 +39,17 @@ class BodyTooLarge(ServiceError):
     error = "body_too_large"
 
 
+class ClientClosedRequest(ServiceError):
+    """The client went away before its body was whole: nobody to answer, nothing broken.
+
+    499, nginx's code for it, so that it is logged and counted, but not as a server error.
+    """
+
+    status_code = 499
+    error = "client_closed_request"
+    detail = "The client closed the connection before its request was complete"
+
+
 class RateLimited(ServiceError):
     status_code = 429
     error = "rate_limited"

@@ -1,7 +1,7 @@
-"""JSON log lines; traces as frames only, since an exception's text may quote feature values."""
+"""JSON log lines. An exception is logged by its type alone: its text may quote feature values,
+and the contract allows no stack trace in a log line (the request id ties it to its request)."""
 
 import logging
-import traceback
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,12 +21,7 @@ class JsonFormatter(logging.Formatter):
         }
         line.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
         if record.exc_info and record.exc_info[0] is not None:
-            error_type, _, trace = record.exc_info
-            line["error_type"] = error_type.__name__
-            line["trace"] = [
-                f"{frame.filename}:{frame.lineno} in {frame.name}"
-                for frame in traceback.extract_tb(trace)
-            ]
+            line["error_type"] = record.exc_info[0].__name__
         return orjson.dumps(line, default=str).decode()
 
 

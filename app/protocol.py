@@ -61,6 +61,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._end_timer: asyncio.TimerHandle | None = None  # end of a linger or of a drain
         self._give_up_timer: asyncio.TimerHandle | None = None
         self._lingering = False  # answered for good: input is dropped until the connection ends
+        self._discarding = False  # a body the parser refused: the app answers, input is dropped
         self._draining = False
         self.url = b""
 
@@ -81,7 +82,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._lingering:
+        if self._lingering or self._discarding:
             return  # dropped, never kept
         if self._in_body:
             super().data_received(data)
@@ -185,6 +186,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _refuse(self, status: int, detail: str) -> None:
         """Answer a request the app never saw, log and count it, and close the connection."""
+        cycle = self.cycle
+        if cycle is not None and self._in_body and not cycle.response_started:
+            # The app is waiting for the rest of a body that can never come (a malformed chunk):
+            # it answers, as it answers a stalled body's 408, and the connection then closes.
+            self._discarding, self._in_body = True, False
+            if self._body_timer is not None:
+                self._body_timer.cancel()
+                self._body_timer = None
+            self._refuse_through_app(cycle, status, detail)
+            return
         request_id = uuid.uuid4().hex
         seconds = self.loop.time() - self._head_started
         method = self.parser.get_method().decode("ascii") if self.url else "unknown"

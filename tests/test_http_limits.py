@@ -241,6 +241,42 @@ def test_stalled_body_is_408_answered_by_the_app(server: Server) -> None:
     )
 
 
+def test_malformed_chunked_body_is_answered_400_and_closed(server: Server) -> None:
+    """The parser gives up inside a body the app is waiting for: the app answers, at once."""
+    head = (
+        f"POST {SCORE} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        f"X-API-Key: {API_KEY}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    with socket.create_connection(address(server), timeout=20) as sock:
+        started = time.monotonic()
+        sock.sendall(head + b"ZZ\r\nabc\r\n0\r\n\r\n")
+        response = read_response(sock, timeout=10)
+        assert closed_by_server(sock)
+    assert time.monotonic() - started < 5
+    assert response.status == 400
+    assert json.loads(response.body) == {"detail": "Invalid HTTP request"}
+    [line] = request_lines(server, request_id=response.headers["x-request-id"])
+    assert (line["route"], line["status"]) == (SCORE, 400)
+
+
+def test_a_client_gone_mid_body_is_a_499_not_a_server_error(server: Server) -> None:
+    labels = {"route": SCORE, "method": "POST"}
+    before_500 = total(scrape(server), "fraud_http_requests_total", status="500", **labels)
+    head = (
+        f"POST {SCORE} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        f"X-API-Key: {API_KEY}\r\nContent-Length: 1000\r\n\r\n"
+    ).encode()
+    with socket.create_connection(address(server), timeout=20) as sock:
+        sock.sendall(head + b'{"Time": 0.0')
+        time.sleep(0.5)  # the app is reading the body
+    wait_for(
+        lambda: total(scrape(server), "fraud_http_requests_total", status="499", **labels) >= 1,
+        "the abandoned request to be counted as 499",
+    )
+    assert total(scrape(server), "fraud_http_requests_total", status="500", **labels) == before_500
+    assert not [r for r in log_records(server) if r.get("message") == "unhandled error"]
+
+
 # --- what must not change ------------------------------------------------------------------------
 
 

@@ -112,6 +112,10 @@ def test_batch_explains_each_transaction_as_the_single_route_does(
         ({"explain": "true", "max_reasons": ""}, "max_reasons"),
         ({"explain": "true", "max_reasons": "99999999999999999999999"}, "max_reasons"),
         ({"max_reasons": "0"}, "max_reasons"),
+        # past int()'s 4,300-digit limit for text, with or without explain
+        ({"explain": "true", "max_reasons": "9" * 4301}, "max_reasons"),
+        ({"max_reasons": "1" * 5000}, "max_reasons"),
+        ({"explain": "true", "max_reasons": "0" * 5000 + "31"}, "max_reasons"),
     ],
 )
 @pytest.mark.parametrize("path", [SCORE, BATCH])

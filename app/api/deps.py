@@ -4,10 +4,11 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.requests import ClientDisconnect
 
 from app import metrics
 from app.api.inference import NO_EXPLAIN, Explain
-from app.errors import BodyTooLarge, ModelUnavailable, RateLimited
+from app.errors import BodyTooLarge, ClientClosedRequest, ModelUnavailable, RateLimited
 from app.model import Scorer
 from app.security import require_api_key
 
@@ -44,11 +45,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(f"Request body larger than {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"Request body larger than {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(f"Request body larger than {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientClosedRequest from None
     return b"".join(chunks)
 
 
@@ -70,7 +74,10 @@ def explain_options(request: Request) -> Explain:
     if enabled is None:
         problems.append(("explain", "Input should be true or false", "bool_parsing"))
     raw_max = query.get("max_reasons", "3")
-    max_reasons = int(raw_max) if raw_max.isascii() and raw_max.isdigit() else 0
+    # Two significant digits at most: int() of a longer string may refuse (past 4,300 digits).
+    significant = raw_max.lstrip("0")
+    well_formed = raw_max.isascii() and raw_max.isdigit() and len(significant) <= 2
+    max_reasons = int(significant or "0") if well_formed else 0
     if not 1 <= max_reasons <= MAX_REASONS:
         problems.append(
             ("max_reasons", f"Input should be an integer from 1 to {MAX_REASONS}", "max_reasons")
