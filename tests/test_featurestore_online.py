@@ -436,3 +436,51 @@ async def test_a_meta_record_of_this_registry_is_accepted_silently(
     fetched = await fetch_once(server, ids)
     assert fetched.statuses == ("found",)
     assert messages(store_log, logging.INFO) == []
+
+
+async def test_a_refused_record_is_an_unavailable_store_not_an_invalid_record(
+    own_redis: RedisServer, store_log: list[logging.LogRecord]
+) -> None:
+    """An ACL that allows the meta record but not the records: Redis answers NOPERM per key.
+    The pipeline wrote nothing wrong; the store is unusable until an operator fixes it."""
+    admin = own_redis.client()
+    (written,) = write_rows(own_redis, 1)
+    admin.acl_setuser(
+        "scorer",
+        enabled=True,
+        passwords=["+scorer-pw"],
+        keys=[meta_key(PREFIX)],
+        commands=["+@all"],
+    )
+    uri = f"redis://scorer:scorer-pw@127.0.0.1:{own_redis.port}/0"
+    store = OnlineStore(uri, PREFIX, TIMEOUT_MS)
+    await store.start()
+    try:
+        for ids in ([written], [written, "never-written"]):
+            with pytest.raises(FeatureStoreUnavailable) as refused:
+                await store.fetch(ids)
+            assert refused.value.retry_after == RETRY_AFTER_UNREACHABLE
+            assert str(refused.value) == "feature store refused the lookup (NoPermissionError)"
+    finally:
+        await store.close()
+    assert not [r for r in store_log if r.getMessage() == "invalid feature record"]
+    assert not [r for r in store_log if "other features" in r.getMessage()]
+
+
+async def test_a_password_now_required_is_an_unavailable_store_not_a_meta_mismatch(
+    own_redis: RedisServer, store_log: list[logging.LogRecord]
+) -> None:
+    (written,) = write_rows(own_redis, 1)
+    store = await opened(own_redis)
+    try:
+        assert (await store.fetch([written])).statuses == ("found",)
+        admin = own_redis.client()
+        admin.config_set("requirepass", "now-secret")
+        admin.execute_command("CLIENT", "KILL", "TYPE", "normal")  # every connection, ours too
+        with pytest.raises(FeatureStoreUnavailable) as refused:
+            await store.fetch([written])
+        assert refused.value.retry_after == RETRY_AFTER_UNREACHABLE
+    finally:
+        await store.close()
+    assert not [r for r in store_log if "other features" in r.getMessage()]
+    assert "now-secret" not in " ".join(JsonFormatter().format(r) for r in store_log)

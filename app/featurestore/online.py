@@ -14,6 +14,7 @@ from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ResponseError
 
 from app import metrics
 from app.features import FEATURE_NAMES, meta_features, meta_key, transaction_key
@@ -80,6 +81,10 @@ class OnlineStore:
         except Exception as error:  # start-up never fails on the store
             self._mark_unreachable(self._describe(error))
             return
+        refusal = _refusal([meta])
+        if refusal is not None:
+            self._mark_unreachable(f"feature store refused the lookup ({refusal})")
+            return
         self._mark_reachable()
         self._check_meta(meta)
         if self._meta_state == _META_ABSENT:
@@ -96,6 +101,15 @@ class OnlineStore:
             reason = self._describe(error)
             self._mark_unreachable(reason)
             raise FeatureStoreUnavailable(reason, RETRY_AFTER_UNREACHABLE) from None
+        refusal = _refusal(replies)
+        if refusal is not None:
+            # Redis answered, but not with data (an ACL, a password, a cluster redirect, a
+            # replica still loading): the store is unavailable, not the records invalid.
+            metrics.observe_lookups({"error": len(ids)}, time.perf_counter() - started)
+            self._mark_unreachable(f"feature store refused the lookup ({refusal})")
+            raise FeatureStoreUnavailable(
+                f"feature store refused the lookup ({refusal})", RETRY_AFTER_UNREACHABLE
+            )
         self._mark_reachable()
         self._check_meta(replies[0])
         if self._meta_state == _META_MISMATCH:
@@ -203,6 +217,21 @@ async def _read_replies(connection: AbstractConnection, count: int) -> list[Any]
         else:
             replies.append(reply)
     return replies
+
+
+def _refusal(replies: list[Any]) -> str | None:
+    """What the first error reply that says nothing about a record is (NOPERM, NOAUTH, MOVED,
+    LOADING…: a redis-py error class, or Redis's code), or None. WRONGTYPE is the record's own
+    fault: a key that is not a hash. Never the message: it may name keys or hosts."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            code = str(reply).split(" ", 1)[0]
+            if code == "WRONGTYPE":
+                continue
+            if type(reply) is ResponseError and code.isascii() and code.isalpha():
+                return code if code.isupper() else type(reply).__name__
+            return type(reply).__name__
+    return None
 
 
 def _in_request_order(
