@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 
 from app.api.scoring import batch_parser, parse_transaction
 from app.features import FEATURE_NAMES
-from app.parsing import fast_batch, fast_transaction, matrix_of_models, require_json, strict
+from app.parsing import (
+    MAX_REPORTED_ERRORS,
+    fast_batch,
+    fast_transaction,
+    matrix_of_models,
+    require_json,
+    strict,
+)
 from app.schemas import Transaction, batch_request_model
 
 MAX_BATCH = 5
@@ -203,3 +210,55 @@ def test_content_type_rule(content_type: str | None, accepted: bool) -> None:
     else:
         with pytest.raises(RequestValidationError):
             require_json(content_type)
+
+
+def batch_errors(parse: Any, document: Any) -> list[dict[str, Any]]:
+    with pytest.raises(RequestValidationError) as caught:
+        parse(json.dumps(document).encode())
+    return [{k: error[k] for k in ("loc", "msg", "type")} for error in caught.value.errors()]
+
+
+BAD_TRANSACTIONS = [
+    {**BASE, "V9": "1.5"},
+    {**BASE, "V9": True, "Amount": None},
+    {k: v for k, v in BASE.items() if k != "V3"},
+    {**BASE, "surplus": 1, "more": 2},
+    {**BASE, "V1": [1.0], "V2": {"x": 1}},
+    {},
+    None,
+    1.5,
+    "x",
+    [BASE],
+]
+
+
+@pytest.mark.parametrize("bad", range(len(BAD_TRANSACTIONS)))
+@pytest.mark.parametrize("position", [0, 2, 4])
+def test_batch_errors_are_the_batch_models_own(bad: int, position: int) -> None:
+    """Transactions judged one by one give the batch model's errors, locations and order."""
+    transactions = [BASE] * MAX_BATCH
+    transactions[position] = BAD_TRANSACTIONS[bad]
+    transactions[-1] = BAD_TRANSACTIONS[(bad + 1) % len(BAD_TRANSACTIONS)]
+    strict_model = lambda body: strict(BATCH_MODEL, body)  # noqa: E731
+    assert batch_errors(batch_parser(MAX_BATCH), {"transactions": transactions}) == batch_errors(
+        strict_model, {"transactions": transactions}
+    )
+
+
+def test_a_422_lists_the_first_errors_only() -> None:
+    """Objects of hundreds of unknown keys: the first MAX_REPORTED_ERRORS of the model's list."""
+    flooded = {f"k{index}": 0 for index in range(300)}
+    document = {"transactions": [flooded] * 4}
+    every = batch_errors(lambda body: strict(batch_request_model(4), body), document)
+    assert len(every) == 4 * (300 + len(FEATURE_NAMES))
+    assert batch_errors(batch_parser(4), document) == every[:MAX_REPORTED_ERRORS]
+
+
+@pytest.mark.parametrize("length", [0, MAX_BATCH + 1, 50])
+def test_a_batch_of_the_wrong_length_is_judged_by_its_length(length: int) -> None:
+    for item in (BASE, BAD_TRANSACTIONS[3], None):
+        document = {"transactions": [item] * length}
+        strict_model = lambda body: strict(BATCH_MODEL, body)  # noqa: E731
+        expected = batch_errors(strict_model, document)
+        assert batch_errors(batch_parser(MAX_BATCH), document) == expected
+        assert [error["type"] for error in expected] == ["too_short" if not length else "too_long"]

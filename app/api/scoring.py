@@ -28,6 +28,7 @@ from app.parsing import (
     matrix_of_models,
     parse_with_fast_path,
     require_json,
+    strict_batch,
 )
 from app.schemas import (
     BatchResponse,
@@ -81,9 +82,11 @@ def batch_parser(max_batch_size: int) -> Callable[[bytes], np.ndarray]:
     fast = fast_batch(max_batch_size)
 
     def parse(body: bytes) -> np.ndarray:
-        return parse_with_fast_path(
-            body, fast, model, lambda batch: matrix_of_models(batch.transactions)
-        )
+        parsed = fast(body)
+        if parsed is not None:
+            return parsed
+        batch = strict_batch(model, Transaction, body, max_batch_size)
+        return matrix_of_models(batch.transactions)
 
     return parse
 
