@@ -99,6 +99,9 @@ def json_response(
     )
 
 
+MAX_REPORTED_ERRORS = 100  # a 422 lists at most this many (the batch parser stops there too)
+
+
 def validation_error(error: ValidationError, *prefix: str | int) -> RequestValidationError:
     """A pydantic error as FastAPI's 422, located under `body` like FastAPI's own."""
     return RequestValidationError(
@@ -143,7 +146,7 @@ async def _service_error(request: Request, exc: Exception) -> Response:
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    errors = [_public_error(item) for item in exc.errors()]
+    errors = [_public_error(item) for item in exc.errors()[:MAX_REPORTED_ERRORS]]
     if _is_oip(request):
         return json_response({"error": "; ".join(error["msg"] for error in errors)}, 400)
     return json_response({"detail": errors}, 422)

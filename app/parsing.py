@@ -20,7 +20,7 @@ import orjson
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
-from app.errors import validation_error
+from app.errors import MAX_REPORTED_ERRORS, validation_error
 from app.features import FEATURE_DTYPE, FEATURE_NAMES, N_FEATURES, row_values, to_matrix
 
 Parsed = TypeVar("Parsed")
@@ -63,15 +63,13 @@ def strict(model: type[BaseModel], body: bytes) -> Any:
         raise validation_error(error, "body") from None
 
 
-# A 422 lists at most this many errors. Unbounded, 150 objects of 600 unknown keys each (790 KB)
-# cost pydantic 1 s and a 10 MB answer, on the event loop; a body at the limit, five times that.
-MAX_REPORTED_ERRORS = 100
-
-
 def strict_batch(
     model: type[BaseModel], transaction: type[BaseModel], body: bytes, max_rows: int
 ) -> Any:
     """A batch validated by its strict model, its 422 limited to the first MAX_REPORTED_ERRORS.
+
+    Unbounded, 150 objects of 600 unknown keys (790 KB) cost pydantic 1 s of the event loop and a
+    10 MB answer; a body at the size limit, five times that.
 
     When the batch's shape is right (an object of one key, a list of 1 to `max_rows` items), its
     transactions are judged one by one, each re-serialised and validated as JSON by the

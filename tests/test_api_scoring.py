@@ -315,3 +315,10 @@ def test_content_type_rule_is_fastapis(
                 "type": "content_type",
             }
         ]
+
+
+def test_a_422_lists_at_most_100_errors(client: TestClient) -> None:
+    flooded = {f"k{index}": 0 for index in range(500)}  # 530 errors in one transaction
+    response = client.post("/v1/fraud-score", json=flooded, headers=HEADERS)
+    assert response.status_code == 422
+    assert len(response.json()["detail"]) == 100
