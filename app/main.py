@@ -69,7 +69,7 @@ async def open_feature_store(settings: Settings) -> OnlineStore | None:
 
 
 @asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     metrics.worker_started()
     settings: Settings = app.state.settings
     app.state.scorer = load_scorer(settings)
@@ -78,7 +78,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # passes short, which is where the tail latency went in the prototype (PERF-NOTES).
     gc.collect()
     gc.freeze()
-    yield
+    # The lifespan state reaches the HTTP protocol too, whose refusals log paths (app.protocol).
+    yield {"key_ring": app.state.key_ring}
     app.state.scorer = None
     if app.state.feature_store is not None:
         await app.state.feature_store.close()

@@ -79,9 +79,12 @@ class RequestContextMiddleware:
         route = scope.get("route")
         route_path = getattr(route, "path", None) or "unmatched"
         metrics.observe_request(route_path, scope["method"], status, seconds)
+        path = scope["path"]
+        if route is None:  # an unknown path is the client's own text, perhaps with its key
+            path = scope["app"].state.key_ring.redact(path)
         line = {
             "method": scope["method"],
-            "path": scope["path"][:256],
+            "path": path[:256],
             "route": route_path,
             "status": status,
             "latency_ms": round(seconds * 1000, 3),

@@ -201,7 +201,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         method = self.parser.get_method().decode("ascii") if self.url else "unknown"
         metrics.observe_request("unmatched", method, status, seconds)
         path = self.url.split(b"?", 1)[0].decode("latin-1")
-        line: dict[str, Any] = {"method": method, "path": path[:256]}
+        key_ring = self.app_state.get("key_ring")
+        logged_path = key_ring.redact(path) if key_ring is not None else path
+        line: dict[str, Any] = {"method": method, "path": logged_path[:256]}
         line |= {"route": "unmatched", "status": status, "request_id": request_id}
         log.info("request", extra=line | {"latency_ms": round(seconds * 1000, 3)})
         if self.cycle is not None and not self.cycle.response_complete:

@@ -20,6 +20,15 @@ class KeyRing:
         self._keys = keys
         self._pseudonyms = tuple(hashlib.sha256(key).hexdigest()[:16] for key in keys)
 
+    def redact(self, text: str) -> str:
+        """`text` (a path someone sent) with every accepted key in it replaced: a client that
+        puts its key in the URL must not find it in the logs."""
+        for key in self._keys:
+            decoded = key.decode("utf-8", "surrogateescape")
+            if decoded in text:
+                text = text.replace(decoded, "[api-key]")
+        return text
+
     def identify(self, presented: str | None) -> str | None:
         """The pseudonym of the matching key, or None; every key is compared, matched or not."""
         if not presented:

@@ -118,6 +118,19 @@ def test_431_is_counted_and_its_headers_are_not_logged(server: Server) -> None:
     assert "qqqq" not in server.logs()
 
 
+def test_a_key_sent_in_the_path_is_not_logged(server: Server) -> None:
+    """A client that puts its key in the URL: 404 from the app, 431 from the HTTP layer."""
+    not_found = httpx.get(f"{server.url}/v1/fraud-score/{API_KEY}", timeout=10)
+    assert not_found.status_code == 404
+    too_big = exchange(server, head_of_size(HEAD_LIMIT + 1, f"/v1/{API_KEY}"))
+    assert too_big.status == 431
+    for response_id in (not_found.headers["x-request-id"], too_big.headers["x-request-id"]):
+        wait_for(lambda rid=response_id: request_lines(server, request_id=rid), "the log line")
+    assert API_KEY not in server.logs()
+    paths = {line["path"] for line in request_lines(server, route="unmatched")}
+    assert {"/v1/fraud-score/[api-key]", "/v1/[api-key]"} <= paths
+
+
 def test_huge_heads_leave_worker_memory_flat(server: Server) -> None:
     """Ten clients each try a 128 MiB header at once; each worker's RSS must not grow 16 MiB."""
     pids = sorted(worker_pids(server))
