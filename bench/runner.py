@@ -94,6 +94,7 @@ def run_config(plan: Plan, config: Config, round_number: int, run_dir: Path) -> 
         parts: dict[str, list[dict[str, Any]]] = {scenario.name: [] for scenario in scenarios}
         for _ in range(plan.slices):
             for scenario in scenarios:
+                settle(srv)
                 parts[scenario.name].append(measure(srv, scenario, plan.slice_seconds))
         results = {}
         for scenario in scenarios:
@@ -135,6 +136,31 @@ def _warm_up(plan: Plan, srv: server.Server, scenarios: list[Scenario]) -> None:
     for scenario in scenarios:
         seconds = plan.warmup if scenario.name == scenarios[0].name else 1
         _start_wrk(srv, scenario, min(scenario.connections, 8), seconds).finish()
+
+
+# The server is idle once its processes use under 5 % of a core; wait at most this long.
+SETTLE_POLL_S, SETTLE_IDLE_SHARE, SETTLE_MAX_S = 0.1, 0.05, 5.0
+
+
+def settle(srv: server.Server) -> None:
+    """Wait until the server has finished what the last wrk run left in flight.
+
+    wrk stops at its deadline with requests under way: eight 1,000-row batches are 0.2-0.3 s of
+    server CPU, which would be counted in (and slow) whatever is measured next.
+    """
+    deadline = time.monotonic() + SETTLE_MAX_S
+    pids = procfs.group_pids(srv.pid)
+    before = _total_cpu(procfs.cpu_seconds(pids))
+    while time.monotonic() < deadline:
+        time.sleep(SETTLE_POLL_S)
+        now = _total_cpu(procfs.cpu_seconds(pids))
+        if now - before < SETTLE_POLL_S * SETTLE_IDLE_SHARE:
+            return
+        before = now
+
+
+def _total_cpu(seconds: dict[int, tuple[float, float]]) -> float:
+    return sum(user + system for user, system in seconds.values())
 
 
 def measure(srv: server.Server, scenario: Scenario, duration: int) -> dict[str, Any]:
