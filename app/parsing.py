@@ -112,14 +112,13 @@ def _lengths(max_rows: int) -> TypeAdapter[list[Any]]:
 def parse_with_fast_path(
     body: bytes,
     fast: Callable[[bytes], Parsed | None],
-    model: type[BaseModel],
-    from_model: Callable[[Any], Parsed],
+    judged: Callable[[bytes], Parsed],
 ) -> Parsed:
-    """`fast(body)` when it accepts the body, else the strict model's verdict."""
+    """`fast(body)` when it accepts the body, else the strict models' verdict, `judged(body)`."""
     parsed = fast(body)
     if parsed is not None:
         return parsed
-    return from_model(strict(model, body))
+    return judged(body)
 
 
 def fast_transaction(body: bytes) -> np.ndarray | None:

@@ -28,6 +28,7 @@ from app.parsing import (
     matrix_of_models,
     parse_with_fast_path,
     require_json,
+    strict,
     strict_batch,
 )
 from app.schemas import (
@@ -72,7 +73,7 @@ def json_body(
 def parse_transaction(body: bytes) -> np.ndarray:
     """One transaction object → a (1, 30) matrix, or 422."""
     return parse_with_fast_path(
-        body, fast_transaction, Transaction, lambda transaction: matrix_of_models([transaction])
+        body, fast_transaction, lambda judged: matrix_of_models([strict(Transaction, judged)])
     )
 
 
@@ -81,12 +82,11 @@ def batch_parser(max_batch_size: int) -> Callable[[bytes], np.ndarray]:
     model = batch_request_model(max_batch_size)
     fast = fast_batch(max_batch_size)
 
+    def judged(body: bytes) -> np.ndarray:
+        return matrix_of_models(strict_batch(model, Transaction, body, max_batch_size).transactions)
+
     def parse(body: bytes) -> np.ndarray:
-        parsed = fast(body)
-        if parsed is not None:
-            return parsed
-        batch = strict_batch(model, Transaction, body, max_batch_size)
-        return matrix_of_models(batch.transactions)
+        return parse_with_fast_path(body, fast, judged)
 
     return parse
 

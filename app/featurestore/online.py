@@ -81,10 +81,6 @@ class OnlineStore:
         except Exception as error:  # start-up never fails on the store
             self._mark_unreachable(self._describe(error))
             return
-        refusal = _refusal([meta])
-        if refusal is not None:
-            self._mark_unreachable(f"feature store refused the lookup ({refusal})")
-            return
         self._mark_reachable()
         self._check_meta(meta)
         if self._meta_state == _META_ABSENT:
@@ -101,15 +97,6 @@ class OnlineStore:
             reason = self._describe(error)
             self._mark_unreachable(reason)
             raise FeatureStoreUnavailable(reason, RETRY_AFTER_UNREACHABLE) from None
-        refusal = _refusal(replies)
-        if refusal is not None:
-            # Redis answered, but not with data (an ACL, a password, a cluster redirect, a
-            # replica still loading): the store is unavailable, not the records invalid.
-            metrics.observe_lookups({"error": len(ids)}, time.perf_counter() - started)
-            self._mark_unreachable(f"feature store refused the lookup ({refusal})")
-            raise FeatureStoreUnavailable(
-                f"feature store refused the lookup ({refusal})", RETRY_AFTER_UNREACHABLE
-            )
         self._mark_reachable()
         self._check_meta(replies[0])
         if self._meta_state == _META_MISMATCH:
@@ -144,7 +131,7 @@ class OnlineStore:
             async with asyncio.timeout(self._timeout):
                 connection = await self._pool.get_connection()
                 await connection.send_packed_command(payload, check_health=False)
-                return await _read_replies(connection, count)
+                replies = await _read_replies(connection, count)
         except BaseException:
             # Replies may still be on their way: this connection must never serve another fetch.
             if connection is not None:
@@ -154,9 +141,17 @@ class OnlineStore:
         finally:
             if connection is not None:
                 await self._pool.release(connection)
+        code = _refusal(replies)
+        if code is not None:
+            # Redis answered, but not with data (an ACL, a password, a cluster redirect, a
+            # replica still loading): the store is unavailable, not the records invalid.
+            raise _Refused(code)
+        return replies
 
     def _describe(self, error: Exception) -> str:
         """The failure, without the exception's text (it may name hosts or carry a URI)."""
+        if isinstance(error, _Refused):
+            return f"feature store refused the lookup ({error.code})"
         if type(error) is TimeoutError:  # asyncio.timeout's, not redis-py's
             return f"feature store did not answer within {self._timeout_ms} ms"
         return f"feature store unreachable ({type(error).__name__})"
@@ -217,6 +212,14 @@ async def _read_replies(connection: AbstractConnection, count: int) -> list[Any]
         else:
             replies.append(reply)
     return replies
+
+
+class _Refused(Exception):
+    """Redis answered a fetch with an error that is not about a record; `code` is safe to log."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 def _refusal(replies: list[Any]) -> str | None:
