@@ -38,7 +38,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "other scenarios so that compared scenarios see the same moments of the machine (5; "
         "smoke 1)",
     )
-    parser.add_argument("--warmup", type=int, help="seconds of warm-up per server (3; smoke 1)")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        help="seconds of warm-up per server, 0 for none (3; smoke 0: it measures nothing)",
+    )
     parser.add_argument(
         "--rounds", type=int, help="rounds, configurations alternating (3; smoke 1)"
     )
@@ -54,7 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for option, usual, smoke in (
         ("duration", 10, 1),
         ("slices", 5, 1),
-        ("warmup", 3, 1),
+        ("warmup", 3, 0),
         ("rounds", 3, 1),
     ):
         if getattr(args, option) is None:
@@ -65,8 +69,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown --configs {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
     args.configs = list(dict.fromkeys(names))
-    if min(args.duration, args.slices, args.warmup, args.rounds) < 1:
-        parser.error("--duration, --slices, --warmup and --rounds must be at least 1")
+    if min(args.duration, args.slices, args.rounds) < 1 or args.warmup < 0:
+        parser.error("--duration, --slices and --rounds must be at least 1, --warmup at least 0")
     if args.duration % args.slices:
         parser.error("--duration must be a multiple of --slices (whole seconds per wrk run)")
     return args

@@ -133,6 +133,8 @@ def _start_wrk(srv: server.Server, scenario: Scenario, connections: int, seconds
 
 def _warm_up(plan: Plan, srv: server.Server, scenarios: list[Scenario]) -> None:
     """Every request kind under load first: imports, caches and the threadpool start warm."""
+    if not plan.warmup:
+        return
     for scenario in scenarios:
         seconds = plan.warmup if scenario.name == scenarios[0].name else 1
         _start_wrk(srv, scenario, min(scenario.connections, 8), seconds).finish()

@@ -50,10 +50,10 @@ def redis_server(workdir: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="module")
-def server(workdir: Path, model_path: Path, redis_server: RedisServer) -> Iterator[Server]:
+def server(workdir: Path, onnx_model_path: Path, redis_server: RedisServer) -> Iterator[Server]:
     running = start_server(
         workdir,
-        MODEL_PATH=model_path,
+        MODEL_PATH=onnx_model_path,
         FEATURE_STORE_URI=redis_server.uri,
         FEATURE_STORE_PREFIX=PREFIX,
         FEATURE_STORE_TIMEOUT_MS=BUDGET_MS,

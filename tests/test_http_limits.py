@@ -39,8 +39,8 @@ MIB = 1 << 20
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterator[Server]:
-    running = start_server(tmp_path_factory.mktemp("limits"), MODEL_PATH=model_path)
+def server(tmp_path_factory: pytest.TempPathFactory, onnx_model_path: Path) -> Iterator[Server]:
+    running = start_server(tmp_path_factory.mktemp("limits"), MODEL_PATH=onnx_model_path)
     try:
         yield running
     finally:

@@ -26,11 +26,6 @@ SCORED = {"route": "/v1/fraud-score", "method": "POST", "status": "200"}
 
 
 @pytest.fixture
-def onnx_model(model_dir: Path) -> Path:
-    return model_dir / "fraud-model.onnx"  # nothing to convert: faster start-ups
-
-
-@pytest.fixture
 def tmpdir_of_runs(tmp_path: Path) -> Path:
     """The TMPDIR the servers see, so that their metrics directories can be inspected."""
     directory = tmp_path / "tmp"
@@ -70,9 +65,9 @@ def scrapes_by_worker(server: Server) -> dict[int, list[float]]:
 
 
 def test_plain_uvicorn_workers_count_into_every_scrape(
-    tmp_path: Path, tmpdir_of_runs: Path, onnx_model: Path, mock_body: dict[str, float]
+    tmp_path: Path, tmpdir_of_runs: Path, onnx_model_path: Path, mock_body: dict[str, float]
 ) -> None:
-    server = start_uvicorn(tmp_path, workers=2, MODEL_PATH=onnx_model, TMPDIR=tmpdir_of_runs)
+    server = start_uvicorn(tmp_path, workers=2, MODEL_PATH=onnx_model_path, TMPDIR=tmpdir_of_runs)
     try:
         assert len(worker_pids(server)) == 2
         post(server, mock_body, 40)
@@ -87,10 +82,12 @@ def test_plain_uvicorn_workers_count_into_every_scrape(
 
 
 def test_a_second_run_does_not_count_the_first_runs_files(
-    tmp_path: Path, tmpdir_of_runs: Path, onnx_model: Path, mock_body: dict[str, float]
+    tmp_path: Path, tmpdir_of_runs: Path, onnx_model_path: Path, mock_body: dict[str, float]
 ) -> None:
     def run(requests: int, check: Callable[[], None] = lambda: None) -> Path:
-        server = start_uvicorn(tmp_path, workers=2, MODEL_PATH=onnx_model, TMPDIR=tmpdir_of_runs)
+        server = start_uvicorn(
+            tmp_path, workers=2, MODEL_PATH=onnx_model_path, TMPDIR=tmpdir_of_runs
+        )
         try:
             check()
             post(server, mock_body, requests)
@@ -112,9 +109,9 @@ def assert_gone(directory: Path) -> None:
 
 
 def test_single_process_uvicorn_needs_no_directory(
-    tmp_path: Path, tmpdir_of_runs: Path, onnx_model: Path, mock_body: dict[str, float]
+    tmp_path: Path, tmpdir_of_runs: Path, onnx_model_path: Path, mock_body: dict[str, float]
 ) -> None:
-    server = start_uvicorn(tmp_path, MODEL_PATH=onnx_model, TMPDIR=tmpdir_of_runs)
+    server = start_uvicorn(tmp_path, MODEL_PATH=onnx_model_path, TMPDIR=tmpdir_of_runs)
     try:
         post(server, mock_body, 3)
         assert scored(scrape(server)) == 3
@@ -124,9 +121,9 @@ def test_single_process_uvicorn_needs_no_directory(
 
 
 def test_start_command_uses_its_own_directory_and_removes_it(
-    tmp_path: Path, tmpdir_of_runs: Path, onnx_model: Path, mock_body: dict[str, float]
+    tmp_path: Path, tmpdir_of_runs: Path, onnx_model_path: Path, mock_body: dict[str, float]
 ) -> None:
-    server = start_server(tmp_path, MODEL_PATH=onnx_model, TMPDIR=tmpdir_of_runs)
+    server = start_server(tmp_path, MODEL_PATH=onnx_model_path, TMPDIR=tmpdir_of_runs)
     try:
         post(server, mock_body, 40)
         assert set().union(*scrapes_by_worker(server).values()) == {40}
@@ -138,11 +135,13 @@ def test_start_command_uses_its_own_directory_and_removes_it(
 
 
 def test_start_command_empties_an_operators_directory_of_an_earlier_run(
-    tmp_path: Path, onnx_model: Path, mock_body: dict[str, float]
+    tmp_path: Path, onnx_model_path: Path, mock_body: dict[str, float]
 ) -> None:
     operators = tmp_path / "operator-metrics"
     for requests in (5, 40):
-        server = start_server(tmp_path, MODEL_PATH=onnx_model, PROMETHEUS_MULTIPROC_DIR=operators)
+        server = start_server(
+            tmp_path, MODEL_PATH=onnx_model_path, PROMETHEUS_MULTIPROC_DIR=operators
+        )
         try:
             post(server, mock_body, requests)
             assert set().union(*scrapes_by_worker(server).values()) == {requests}

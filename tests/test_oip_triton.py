@@ -26,8 +26,8 @@ def key() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> Iterator[Server]:
-    running = start_server(tmp_path_factory.mktemp("triton"), MODEL_PATH=model_path)
+def server(tmp_path_factory: pytest.TempPathFactory, onnx_model_path: Path) -> Iterator[Server]:
+    running = start_server(tmp_path_factory.mktemp("triton"), MODEL_PATH=onnx_model_path)
     yield running
     running.stop()
 

@@ -44,10 +44,12 @@ def redis_server(workdir: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def limited_server(workdir: Path, model_path: Path, redis_server: RedisServer) -> Iterator[Server]:
+def limited_server(
+    workdir: Path, onnx_model_path: Path, redis_server: RedisServer
+) -> Iterator[Server]:
     running = start_server(
         workdir,
-        MODEL_PATH=model_path,
+        MODEL_PATH=onnx_model_path,
         API_KEYS=ROTATION_KEY,
         RATE_LIMIT=f"{LIMIT}/minute",
         RATE_LIMIT_STORAGE_URI=redis_server.uri,
@@ -152,11 +154,11 @@ def test_redis_down_fails_open_says_so_once_and_recovers(
 
 
 def test_redis_unreachable_from_the_start_fails_open(
-    workdir: Path, model_path: Path, mock_body: dict[str, float]
+    workdir: Path, onnx_model_path: Path, mock_body: dict[str, float]
 ) -> None:
     closed = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     running = start_server(
-        workdir, MODEL_PATH=model_path, RATE_LIMIT="5/minute", RATE_LIMIT_STORAGE_URI=closed
+        workdir, MODEL_PATH=onnx_model_path, RATE_LIMIT="5/minute", RATE_LIMIT_STORAGE_URI=closed
     )
     try:
         assert_fails_open(running, score_on_own_connections(running, 30, API_KEY, mock_body))
@@ -165,12 +167,12 @@ def test_redis_unreachable_from_the_start_fails_open(
 
 
 def test_memory_storage_counts_per_worker(
-    workdir: Path, model_path: Path, mock_body: dict[str, float]
+    workdir: Path, onnx_model_path: Path, mock_body: dict[str, float]
 ) -> None:
     """memory:// (the default) counts in each worker: with 2 workers, up to 2N pass (README)."""
     running = start_server(
         workdir,
-        MODEL_PATH=model_path,
+        MODEL_PATH=onnx_model_path,
         RATE_LIMIT=f"{LIMIT}/minute",
         RATE_LIMIT_STORAGE_URI="memory://",
     )

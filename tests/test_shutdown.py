@@ -62,9 +62,9 @@ def terminate(server: Server) -> float:
 
 
 def test_slow_request_in_flight_is_answered_and_the_service_exits_0(
-    workdir: Path, model_path: Path
+    workdir: Path, onnx_model_path: Path
 ) -> None:
-    server = start_server(workdir, MODEL_PATH=model_path)
+    server = start_server(workdir, MODEL_PATH=onnx_model_path)
     try:
         head, body = batch_request(50)
         with socket.create_connection(address(server), timeout=30) as sock:
@@ -90,11 +90,11 @@ def test_slow_request_in_flight_is_answered_and_the_service_exits_0(
 
 
 def test_request_stuck_past_the_bound_is_cancelled_and_the_service_exits_0(
-    workdir: Path, model_path: Path
+    workdir: Path, onnx_model_path: Path
 ) -> None:
     bound = 3
     server = start_server(
-        workdir, MODEL_PATH=model_path, extra_args=("--timeout-graceful-shutdown", str(bound))
+        workdir, MODEL_PATH=onnx_model_path, extra_args=("--timeout-graceful-shutdown", str(bound))
     )
     try:
         head, body = batch_request(50)
@@ -123,9 +123,9 @@ def test_request_stuck_past_the_bound_is_cancelled_and_the_service_exits_0(
 
 
 def test_request_on_an_idle_keep_alive_connection_while_draining_is_answered(
-    workdir: Path, model_path: Path
+    workdir: Path, onnx_model_path: Path
 ) -> None:
-    server = start_server(workdir, MODEL_PATH=model_path)
+    server = start_server(workdir, MODEL_PATH=onnx_model_path)
     request = b"GET /health/live HTTP/1.1\r\nHost: test\r\n\r\n"
     try:
         with socket.create_connection(address(server), timeout=10) as sock:
@@ -144,7 +144,7 @@ def test_request_on_an_idle_keep_alive_connection_while_draining_is_answered(
 
 
 def test_clients_posting_at_sigterm_lose_no_request(
-    workdir: Path, model_path: Path, mock_body: dict[str, float]
+    workdir: Path, onnx_model_path: Path, mock_body: dict[str, float]
 ) -> None:
     """20 keep-alive clients post in a loop; SIGTERM; each goes on until it cannot connect.
 
@@ -152,7 +152,7 @@ def test_clients_posting_at_sigterm_lose_no_request(
     connection the worker closed, or on a connection the kernel had queued for a worker that
     then closed its listening socket. A refused connection sent nothing and is how clients stop.
     """
-    server = start_server(workdir, MODEL_PATH=model_path)
+    server = start_server(workdir, MODEL_PATH=onnx_model_path)
     body = json.dumps(mock_body).encode()
     request = (
         f"POST /v1/fraud-score HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
@@ -201,9 +201,9 @@ def test_clients_posting_at_sigterm_lose_no_request(
     assert set(outcomes) == {"answered"}
 
 
-def test_single_worker_service_exits_0_on_sigterm(workdir: Path, model_path: Path) -> None:
+def test_single_worker_service_exits_0_on_sigterm(workdir: Path, onnx_model_path: Path) -> None:
     # uvicorn raises the SIGTERM again after its shutdown: the process used to die of it (143).
-    server = start_server(workdir, workers=1, MODEL_PATH=model_path)
+    server = start_server(workdir, workers=1, MODEL_PATH=onnx_model_path)
     try:
         terminate(server)
         assert server.process.wait(timeout=BOUND + 5) == 0
