@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,31 @@ def server(tmp_path_factory: pytest.TempPathFactory, onnx_model_path: Path) -> I
         yield running
     finally:
         running.stop()
+
+
+@dataclass
+class StalledBody:
+    sock: socket.socket
+    sent_at: float
+    counted_before: float
+
+
+STALLED_LABELS = {"route": SCORE, "method": "POST", "status": "408"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def stalled_body(server: Server) -> Iterator[StalledBody]:
+    """A request whose body stops short, sent before the module's first test: the 30 s until
+    its 408 pass while the others run (test_stalled_body_is_408_answered_by_the_app, last)."""
+    before = total(scrape(server), "fraud_http_requests_total", **STALLED_LABELS)
+    head = (
+        f"POST {SCORE} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        f"X-API-Key: {API_KEY}\r\nContent-Length: 900\r\n\r\n"
+    ).encode()
+    with socket.create_connection(address(server)) as sock:
+        sent_at = time.monotonic()
+        sock.sendall(head + b'{"Time": 0.0, "V1": ')
+        yield StalledBody(sock, sent_at, before)
 
 
 def exchange(server: Server, data: bytes, piece: int | None = None) -> RawResponse:
@@ -227,33 +253,6 @@ def test_slow_heads_are_answered_408_and_closed(server: Server) -> None:
             sock.close()
 
 
-def test_stalled_body_is_408_answered_by_the_app(server: Server) -> None:
-    labels = {"route": SCORE, "method": "POST", "status": "408"}
-    before = total(scrape(server), "fraud_http_requests_total", **labels)
-    head = (
-        f"POST {SCORE} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-        f"X-API-Key: {API_KEY}\r\nContent-Length: 900\r\n\r\n"
-    ).encode()
-    with socket.create_connection(address(server)) as sock:
-        sent_at = time.monotonic()
-        sock.sendall(head + b'{"Time": 0.0, "V1": ')
-        response = read_response(sock, timeout=BODY_TIMEOUT + 15)
-        waited = time.monotonic() - sent_at
-        assert closed_by_server(sock)
-    assert response.status == 408
-    assert json.loads(response.body) == {"detail": "Request body not received within 30 seconds"}
-    assert response.headers["connection"] == "close"
-    assert BODY_TIMEOUT - 0.5 <= waited < BODY_TIMEOUT + 10
-    # The app answered it: its own log line (with the route) and its own counter.
-    [line] = request_lines(server, request_id=response.headers["x-request-id"])
-    assert (line["route"], line["status"]) == (SCORE, 408)
-    assert not [record for record in log_records(server) if record.get("level") == "error"]
-    wait_for(
-        lambda: total(scrape(server), "fraud_http_requests_total", **labels) - before >= 1,
-        "the 408 to be counted",
-    )
-
-
 def test_malformed_chunked_body_is_answered_400_and_closed(server: Server) -> None:
     """The parser gives up inside a body the app is waiting for: the app answers, at once."""
     head = (
@@ -353,3 +352,28 @@ def test_normal_requests_still_pass(server: Server, mock_body: dict[str, float])
     response = httpx.post(f"{server.url}{SCORE}", json=mock_body, headers=HEADERS, timeout=10)
     assert response.status_code == 200
     assert "connection" not in response.headers  # kept alive
+
+
+def test_stalled_body_is_408_answered_by_the_app(server: Server, stalled_body: StalledBody) -> None:
+    left = stalled_body.sent_at + BODY_TIMEOUT + 15 - time.monotonic()
+    response = read_response(stalled_body.sock, timeout=max(left, 1))
+    answered_after = time.monotonic() - stalled_body.sent_at
+    assert closed_by_server(stalled_body.sock)
+    assert response.status == 408
+    assert json.loads(response.body) == {"detail": "Request body not received within 30 seconds"}
+    assert response.headers["connection"] == "close"
+    assert answered_after >= BODY_TIMEOUT - 0.5
+    # The app answered it, at the bound (this test reads it whenever its turn comes): its own
+    # log line, with the route and the request's time, and its own counter.
+    [line] = request_lines(server, request_id=response.headers["x-request-id"])
+    assert (line["route"], line["status"]) == (SCORE, 408)
+    assert BODY_TIMEOUT - 0.5 <= line["latency_ms"] / 1000 < BODY_TIMEOUT + 10
+    assert not [record for record in log_records(server) if record.get("level") == "error"]
+    wait_for(
+        lambda: (
+            total(scrape(server), "fraud_http_requests_total", **STALLED_LABELS)
+            - stalled_body.counted_before
+            >= 1
+        ),
+        "the 408 to be counted",
+    )
