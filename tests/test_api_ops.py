@@ -25,6 +25,21 @@ def test_health_and_metrics_need_no_key(client: TestClient) -> None:
         assert client.get(path).status_code == 200
 
 
+def test_head_on_the_health_routes_answers_as_get_without_a_body(client_factory: Any) -> None:
+    served, unloaded = client_factory(), client_factory(model_path=Path("absent.joblib"))
+    for client, ready in ((served, 200), (unloaded, 503)):
+        for path, status in (
+            ("/health", ready),
+            ("/health/live", 200),
+            ("/v2/health/ready", ready),
+        ):
+            head, get = client.head(path), client.get(path)
+            assert (head.status_code, get.status_code) == (status, status), path
+            assert head.headers["content-length"] == get.headers["content-length"]
+            assert head.content == b""
+    assert served.head("/v1/fraud-score").status_code == 405  # only the probes' routes
+
+
 def broken_model(kind: str, model_path: Path, tmp_path: Path) -> Path:
     if kind == "missing":
         return tmp_path / "absent.joblib"

@@ -303,6 +303,25 @@ def test_keep_alive_connection_idle_past_the_head_timeout_is_unaffected(server: 
         assert client_port(second) == port  # the same connection, kept alive
 
 
+def test_head_on_the_health_routes_is_gets_head_without_a_body(server: Server) -> None:
+    """`curl -I` and HEAD probes: GET's status and Content-Length, and not one byte of body (a
+    byte would be read as the start of the next response on the same connection)."""
+    for path in ("/health", "/health/live", "/v2/health/live", "/v2/health/ready"):
+        length = httpx.get(f"{server.url}{path}", timeout=10).headers["content-length"]
+        head = f"HEAD {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode()
+        then = b"GET /health/live HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        with socket.create_connection(address(server), timeout=20) as sock:
+            sock.sendall(head + then)
+            received = b""
+            while chunk := sock.recv(65536):
+                received += chunk
+        first, _, rest = received.partition(b"\r\n\r\n")
+        assert first.startswith(b"HTTP/1.1 200 "), path
+        assert f"content-length: {length}".encode() in first.lower(), path
+        assert rest.startswith(b"HTTP/1.1 200 "), path  # the next response follows at once
+        assert rest.endswith(b'{"status":"alive"}'), path
+
+
 def test_pipelined_requests_are_each_answered(server: Server) -> None:
     keep = b"GET /health/live HTTP/1.1\r\nHost: test\r\n\r\n"
     last = b"GET /health HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"

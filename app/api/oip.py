@@ -137,6 +137,10 @@ def _open_routes(settings: Settings) -> APIRouter:
     async def server_ready(request: Request) -> Response:
         return _readiness(request)
 
+    # HEAD as well as GET for the probes, as /health (app.api.ops), outside the OpenAPI document.
+    router.add_api_route("/health/live", server_live, methods=["HEAD"], include_in_schema=False)
+    router.add_api_route("/health/ready", server_ready, methods=["HEAD"], include_in_schema=False)
+
     @router.get("", response_model=ServerMetadata, summary="OIP server metadata")
     async def server_metadata() -> Response:
         return json_response(

@@ -1,4 +1,4 @@
-"""GET /health (readiness), /health/live (liveness) and /metrics: open, for machines."""
+"""GET (and HEAD) /health (readiness), /health/live (liveness); /metrics: open, for machines."""
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -25,6 +25,13 @@ async def readiness(request: Request) -> Response:
 async def liveness() -> Response:
     """200 while the process serves, model or not: restarting would not bring a model back."""
     return json_response({"status": "alive"})
+
+
+# Probes and operators' `curl -I` ask with HEAD too (RFC 9110: a server that answers GET answers
+# HEAD): the same status and headers, and no body. Not in the OpenAPI document, which would
+# list the same operation twice.
+for _path, _endpoint in (("/health", readiness), ("/health/live", liveness)):
+    router.add_api_route(_path, _endpoint, methods=["HEAD"], include_in_schema=False)
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
