@@ -9,6 +9,7 @@ from starlette.responses import Response
 from app import metrics
 from app.api.deps import current_scorer, enforce_rate_limit, read_body
 from app.api.inference import NO_EXPLAIN, Explain, score
+from app.api.ops import answer_head_too
 from app.api.scoring import batch_body_limit
 from app.config import Settings
 from app.errors import JSON, OIP_PREFIX, ServiceError, json_response
@@ -137,9 +138,7 @@ def _open_routes(settings: Settings) -> APIRouter:
     async def server_ready(request: Request) -> Response:
         return _readiness(request)
 
-    # HEAD as well as GET for the probes, as /health (app.api.ops), outside the OpenAPI document.
-    router.add_api_route("/health/live", server_live, methods=["HEAD"], include_in_schema=False)
-    router.add_api_route("/health/ready", server_ready, methods=["HEAD"], include_in_schema=False)
+    answer_head_too(router, ("/health/live", server_live), ("/health/ready", server_ready))
 
     @router.get("", response_model=ServerMetadata, summary="OIP server metadata")
     async def server_metadata() -> Response:

@@ -1,5 +1,8 @@
 """GET (and HEAD) /health (readiness), /health/live (liveness); /metrics: open, for machines."""
 
+from collections.abc import Callable
+from typing import Any
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -27,11 +30,15 @@ async def liveness() -> Response:
     return json_response({"status": "alive"})
 
 
-# Probes and operators' `curl -I` ask with HEAD too (RFC 9110: a server that answers GET answers
-# HEAD): the same status and headers, and no body. Not in the OpenAPI document, which would
-# list the same operation twice.
-for _path, _endpoint in (("/health", readiness), ("/health/live", liveness)):
-    router.add_api_route(_path, _endpoint, methods=["HEAD"], include_in_schema=False)
+def answer_head_too(router: APIRouter, *routes: tuple[str, Callable[..., Any]]) -> None:
+    """HEAD on these GET routes, for probes and operators' `curl -I` (RFC 9110: a server that
+    answers GET answers HEAD): the same status and headers, and no body (uvicorn sends none).
+    Not in the OpenAPI document, which would list the same operation twice."""
+    for path, endpoint in routes:
+        router.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
+
+
+answer_head_too(router, ("/health", readiness), ("/health/live", liveness))
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
