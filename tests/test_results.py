@@ -19,6 +19,10 @@ def explained(model_path: Path) -> Scores:
     features[7] = features[8]  # a duplicated row
     features[9, 3] = -0.0
     features[10, :] = 0.0  # many features not on any path: tied contributions of 0
+    # Values whose text has exponents, signs and many digits, in every position of a reason.
+    extremes = [1e300, -1e-300, 5e-324, 1e16, -123456789012345.6, 20.0, -0.0, 1.5e-7]
+    features[11, :] = np.resize(extremes, features.shape[1])
+    features[12, :] = np.resize(extremes[::-1], features.shape[1])
     return load_model(model_path).score(features, explain=True)
 
 
