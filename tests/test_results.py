@@ -1,5 +1,6 @@
 """The /v1 renderers: the batch's fragments give the very bytes orjson makes of the result dicts."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +8,7 @@ import orjson
 import pytest
 
 from app.api.inference import Explain
-from app.api.results import batch_body, result_dicts, top_reasons
+from app.api.results import batch_body, reasons_of, result_dicts, top_reasons
 from app.features import FEATURE_NAMES
 from app.model import Scores, load_model
 from app.synthetic import generate
@@ -89,3 +90,24 @@ def test_top_reasons_are_the_stable_sort_for_every_count(explained: Scores, rows
         assert np.array_equal(order, full_order[:, :count])
         assert np.array_equal(top, np.take_along_axis(contributions, order, axis=1))
         assert np.array_equal(values, np.take_along_axis(scores.values, order, axis=1))
+
+
+@pytest.mark.parametrize("max_reasons", [1, 3, 30])
+def test_a_single_row_has_the_reasons_it_has_in_a_batch(
+    explained: Scores, max_reasons: int
+) -> None:
+    # Ties everywhere (contributions rounded), so the single row's sort must keep registry order.
+    contributions = np.round(explained.contributions, 0)  # type: ignore[arg-type]
+    batch = dataclasses.replace(explained, contributions=contributions)
+    in_batch = reasons_of(batch, max_reasons)
+    for row, reasons in enumerate(in_batch):
+        alone = dataclasses.replace(
+            batch,
+            values=batch.values[row : row + 1],
+            probability=batch.probability[row : row + 1],
+            fraud_score=batch.fraud_score[row : row + 1],
+            is_fraud=batch.is_fraud[row : row + 1],
+            ood_warning=batch.ood_warning[row : row + 1],
+            contributions=contributions[row : row + 1],
+        )
+        assert reasons_of(alone, max_reasons) == [reasons]

@@ -6,7 +6,7 @@ import numpy as np
 import orjson
 
 from app.api.inference import Explain
-from app.features import FEATURE_NAMES
+from app.features import FEATURE_NAMES, N_FEATURES
 from app.model import Scores
 
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
@@ -95,6 +95,8 @@ def _largest_first(contributions: np.ndarray, count: int) -> np.ndarray:
 
 def reasons_of(scores: Scores, max_reasons: int) -> list[list[dict[str, Any]]]:
     """Per row, the reason objects of the `max_reasons` largest contributions."""
+    if len(scores) == 1:
+        return [_reasons_of_one(scores, max_reasons)]
     order, top_contributions, top_values = top_reasons(scores, max_reasons)
     contributions, values = top_contributions.tolist(), top_values.tolist()
     return [
@@ -105,6 +107,27 @@ def reasons_of(scores: Scores, max_reasons: int) -> list[list[dict[str, Any]]]:
         for indices, row_contribution, row_value in zip(
             order.tolist(), contributions, values, strict=True
         )
+    ]
+
+
+_FEATURE_INDICES = range(N_FEATURES)
+
+
+def _reasons_of_one(scores: Scores, max_reasons: int) -> list[dict[str, Any]]:
+    """A single row's reasons, sorted in Python: the single routes' case, where NumPy's calls
+    cost more than the 30 numbers (7 against 10-18 µs). Python's sort is stable, in reverse
+    too: ties keep the registry order, as the stable argsort does."""
+    assert scores.contributions is not None, "explained scores carry contributions"
+    (contributions,) = scores.contributions.tolist()
+    (values,) = scores.values.tolist()
+    order = sorted(_FEATURE_INDICES, key=contributions.__getitem__, reverse=True)[:max_reasons]
+    return [
+        {
+            "feature": FEATURE_NAMES[index],
+            "contribution": contributions[index],
+            "value": values[index],
+        }
+        for index in order
     ]
 
 
