@@ -2,6 +2,7 @@
 and the contract allows no stack trace in a log line (the request id ties it to its request)."""
 
 import logging
+import logging.config
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,3 +46,15 @@ def log_config(level: str = "INFO") -> dict[str, Any]:
             "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
         },
     }
+
+
+def configure_unless_configured() -> None:
+    """The same JSON lines under a server that did not set them up (plain `uvicorn
+    app.main:app`, which imports the app after configuring its own logging): uvicorn's access
+    log would carry the query string, where a client may have put its key, and the app's lines
+    would have no handler. A set-up that already handles the app's loggers (the start command's,
+    or an operator's `--log-config` naming `app`) is left as it is."""
+    if logging.getLogger("app").handlers:
+        return
+    level = logging.getLevelName(logging.getLogger("uvicorn.error").getEffectiveLevel())
+    logging.config.dictConfig(log_config(level))

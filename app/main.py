@@ -15,6 +15,7 @@ from app.api import byid, oip, ops, scoring
 from app.config import Settings, get_settings_or_exit
 from app.errors import install_error_handlers
 from app.featurestore.online import OnlineStore
+from app.logs import configure_unless_configured
 from app.middleware import RequestContextMiddleware
 from app.model import ModelLoadError, Scorer, load_model
 from app.ratelimit import RateLimiter
@@ -137,6 +138,7 @@ def __getattr__(name: str) -> FastAPI:
     # `uvicorn app.main:app` builds the app on first access, so importing this module (tests,
     # tools) does not need a configured environment.
     if name == "app":
+        configure_unless_configured()
         application = create_app()
         globals()["app"] = application
         return application

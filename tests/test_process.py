@@ -34,6 +34,7 @@ from tests.server import (
     send_on_own_connections,
     service_env,
     start_server,
+    start_uvicorn,
     total,
     wait_for,
     worker_pids,
@@ -403,6 +404,38 @@ def test_one_json_log_line_per_request_without_values_or_keys(
         assert leaked not in text
     records = log_records(server)
     assert not [r for r in records if r["logger"] == "uvicorn.access"]
+    assert "HTTP/1.1" not in text  # uvicorn's access log format
+
+
+def test_plain_uvicorn_logs_the_same_json_lines_without_a_key_sent_in_the_query(
+    tmp_path: Path, onnx_model_path: Path, body: dict[str, float]
+) -> None:
+    """`uvicorn app.main:app --workers 2` configures its own logging before it imports the app:
+    its access log would print the query string, key and all."""
+    server = start_uvicorn(tmp_path, workers=2, MODEL_PATH=onnx_model_path)
+    run = uuid.uuid4().hex[:12]
+    try:
+        forbidden = fresh_post(
+            server,
+            body,
+            headers={"X-Request-ID": f"{run}-query"},
+            params={"api_key": API_KEY},
+        )
+        scored = fresh_post(server, body, headers={**HEADERS, "X-Request-ID": f"{run}-scored"})
+
+        def lines_for_both() -> dict[str, dict[str, Any]] | None:
+            records = [json.loads(line) for line in server.logs().splitlines() if line[:1] == "{"]
+            by_id = {r["request_id"]: r for r in records if "request_id" in r}
+            return by_id if {f"{run}-query", f"{run}-scored"} <= set(by_id) else None
+
+        by_id = wait_for(lines_for_both, "a JSON log line for each request")
+    finally:
+        server.stop()
+    assert (forbidden.status_code, scored.status_code) == (403, 200)
+    assert by_id[f"{run}-query"]["path"] == SCORE
+    assert by_id[f"{run}-scored"]["score_bucket"] == scored.json()["fraud-score"] // 10 * 10
+    text = server.logs()
+    assert API_KEY not in text
     assert "HTTP/1.1" not in text  # uvicorn's access log format
 
 
