@@ -10,7 +10,7 @@ accepts sooner, never differently (tests/test_parsing.py holds it to that).
 """
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from itertools import chain
 from typing import Annotated, Any, TypeVar, cast
 
@@ -37,8 +37,21 @@ _astuple = msgspec.structs.astuple
 _single = msgspec.json.Decoder(_Transaction)
 
 
-def require_json(content_type: str | None) -> None:
-    """FastAPI's rule: no Content-Type, application/json or application/*+json; else 422."""
+def require_json(headers: Mapping[str, str]) -> None:
+    """FastAPI's rule for the Content-Type (none, application/json or application/*+json) and a
+    body as it is, not compressed (a gzip body read as JSON would be a puzzling 422); else 422."""
+    encoding = headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("header", "content-encoding"),
+                    "msg": "a compressed body is not accepted: send the JSON uncompressed",
+                    "type": "content_encoding",
+                }
+            ]
+        )
+    content_type = headers.get("content-type")
     if content_type is None:
         return
     media_type = content_type.split(";", 1)[0].strip().lower()

@@ -1,5 +1,6 @@
 """POST /v1/fraud-score: the contract's answers, statuses and error bodies, in process."""
 
+import gzip
 import json
 from typing import Any
 
@@ -315,6 +316,22 @@ def test_content_type_rule_is_fastapis(
                 "type": "content_type",
             }
         ]
+
+
+@pytest.mark.parametrize("path", [URL, "/v1/fraud-score/batch"])
+def test_a_gzipped_body_is_a_422_naming_the_content_encoding(
+    client: TestClient, mock_body: dict[str, float], path: str
+) -> None:
+    document = mock_body if path == URL else {"transactions": [mock_body]}
+    headers = {**HEADERS, "Content-Type": "application/json", "Content-Encoding": "gzip"}
+    response = client.post(
+        path, content=gzip.compress(json.dumps(document).encode()), headers=headers
+    )
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["header", "content-encoding"]
+    plain = client.post(path, json=document, headers={**HEADERS, "Content-Encoding": "identity"})
+    assert plain.status_code == 200
 
 
 def test_a_422_lists_at_most_100_errors(client: TestClient) -> None:

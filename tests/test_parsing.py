@@ -205,11 +205,26 @@ def test_batch_shapes_the_strict_model_refuses(document: Any) -> None:
     ],
 )
 def test_content_type_rule(content_type: str | None, accepted: bool) -> None:
+    headers = {} if content_type is None else {"content-type": content_type}
     if accepted:
-        require_json(content_type)
+        require_json(headers)
     else:
         with pytest.raises(RequestValidationError):
-            require_json(content_type)
+            require_json(headers)
+
+
+@pytest.mark.parametrize(
+    ("content_encoding", "accepted"),
+    [("identity", True), ("Identity ", True), ("", True), ("gzip", False), ("br", False)],
+)
+def test_a_compressed_body_is_refused_by_its_header(content_encoding: str, accepted: bool) -> None:
+    headers = {"content-type": "application/json", "content-encoding": content_encoding}
+    if accepted:
+        require_json(headers)
+    else:
+        with pytest.raises(RequestValidationError) as caught:
+            require_json(headers)
+        assert caught.value.errors()[0]["loc"] == ("header", "content-encoding")
 
 
 def batch_errors(parse: Any, document: Any) -> list[dict[str, Any]]:

@@ -85,7 +85,7 @@ def build_router(settings: Settings) -> APIRouter:
         explain = explain_options(request)
         store = online_store(request)
         body = await read_body(request, SINGLE_BODY_LIMIT)
-        require_json(request.headers.get("content-type"))
+        require_json(request.headers)
         transaction_id = strict(ByIdRequest, body).transaction_id
         scorer = current_scorer(request)
         require_explainable(scorer, explain)  # before the lookup: Redis down or not, it is a 422
@@ -112,7 +112,7 @@ def build_router(settings: Settings) -> APIRouter:
         explain = explain_options(request)
         store = online_store(request)
         body = await read_body(request, batch_limit)
-        require_json(request.headers.get("content-type"))
+        require_json(request.headers)
         ids: list[str] = strict(batch_request, body).transaction_ids
         scorer = current_scorer(request)
         require_explainable(scorer, explain)

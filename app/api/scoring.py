@@ -114,7 +114,7 @@ def build_router(settings: Settings) -> APIRouter:
     async def score_transaction(request: Request) -> Response:
         explain = explain_options(request)
         body = await read_body(request, SINGLE_BODY_LIMIT)
-        require_json(request.headers.get("content-type"))
+        require_json(request.headers)
         matrix = parse_transaction(body)
         scorer = current_scorer(request)
         scores = await score(request, scorer, matrix, explain, batch=False)
@@ -132,7 +132,7 @@ def build_router(settings: Settings) -> APIRouter:
     async def score_batch(request: Request) -> Response:
         explain = explain_options(request)
         body = await read_body(request, batch_limit)
-        require_json(request.headers.get("content-type"))
+        require_json(request.headers)
         matrix = parse_batch(body)
         scorer = current_scorer(request)
         scores = await score(request, scorer, matrix, explain, batch=True)
