@@ -1,6 +1,7 @@
 """Loading, engine choice and fallback, ONNX ↔ scikit-learn parity, out-of-distribution bounds."""
 
 import hashlib
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -147,6 +148,46 @@ def test_card_with_other_features_is_refused(model_path: Path, tmp_path: Path) -
     card.write_text(card.read_text().replace('"Amount"', '"amount"'))
     with pytest.raises(ModelLoadError, match="feature list"):
         load_model(target)
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        ({"trained_at": 1234567890}, "trained_at"),
+        ({"metrics": {"rows": "many"}}, "metrics.rows"),
+        ({"metrics": [0.9]}, "metrics"),
+        ({"feature_importance": {"V1": "high"}}, "feature_importance.V1"),
+        ({"feature_stats": {"V1": {"mean": "x", "std": 1.0}}}, "feature_stats.V1"),
+        ({"feature_stats": {"V1": {"mean": 0.0, "std": -1.0}}}, "feature_stats.V1"),
+        ({"holdout_scores": {"mean": "low"}}, "holdout_scores.mean"),
+        ({"versions": "1.9"}, "versions"),
+    ],
+)
+def test_a_card_not_as_training_writes_it_is_refused_naming_the_field(
+    model_path: Path, tmp_path: Path, edit: dict[str, Any], named: str
+) -> None:
+    """Found at load (503, one log line), not by a 500 from /v1/model-info or a worker that dies
+    computing the out-of-distribution bounds."""
+    target = copy_model(model_path, tmp_path)
+    card = json.loads(card_path(target).read_text())
+    for name, value in edit.items():
+        card[name] = {**card[name], **value} if name == "feature_stats" else value
+    card_path(target).write_text(json.dumps(card))
+
+    with pytest.raises(ModelLoadError, match="model card") as refused:
+        load_model(target)
+    assert named in str(refused.value)
+    for value in ("1234567890", "many", "high", "low", "1.9", "'x'"):
+        assert value not in str(refused.value)
+
+
+def test_a_card_with_fields_the_service_does_not_read_is_served(
+    model_path: Path, tmp_path: Path
+) -> None:
+    target = copy_model(model_path, tmp_path)
+    card = json.loads(card_path(target).read_text())
+    card_path(target).write_text(json.dumps({**card, "owner": {"team": 7}, "notes": [1, "a"]}))
+    assert load_model(target).card["owner"] == {"team": 7}
 
 
 def test_unsupported_suffix(model_path: Path, tmp_path: Path) -> None:
