@@ -65,6 +65,13 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"is the placeholder from .env.example; make one with: {MAKE_A_KEY}"
                 )
+            if not (secret.isascii() and secret.isprintable()) or secret != secret.strip():
+                # HTTP servers read header bytes as latin-1 and strip the ends: such a key
+                # could never match what a client sends.
+                raise ValueError(
+                    "must be printable ASCII without spaces at either end (what an X-API-Key "
+                    f"header carries as it is); make one with: {MAKE_A_KEY}"
+                )
             if len(secret) < MIN_API_KEY_LENGTH:
                 raise ValueError(
                     f"must be at least {MIN_API_KEY_LENGTH} characters; make one with: {MAKE_A_KEY}"

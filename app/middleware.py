@@ -20,14 +20,19 @@ _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def request_id_from(scope: Scope) -> str:
-    """The caller's X-Request-ID when it is short and plain, else a fresh one."""
+    """The caller's X-Request-ID when it is short and plain and holds no accepted key (it is
+    echoed and logged), else a fresh one."""
     for name, value in scope["headers"]:
         if name == REQUEST_ID_HEADER:
             candidate = value.decode("latin-1")
-            if _SAFE_REQUEST_ID.fullmatch(candidate):
+            if _SAFE_REQUEST_ID.fullmatch(candidate) and not _holds_a_key(scope, candidate):
                 return candidate
             break
     return uuid.uuid4().hex
+
+
+def _holds_a_key(scope: Scope, text: str) -> bool:
+    return scope["app"].state.key_ring.redact(text) != text
 
 
 class RequestContextMiddleware:
@@ -80,7 +85,7 @@ class RequestContextMiddleware:
         route_path = getattr(route, "path", None) or "unmatched"
         metrics.observe_request(route_path, scope["method"], status, seconds)
         path = scope["path"]
-        if route is None:  # an unknown path is the client's own text, perhaps with its key
+        if path != route_path:  # not a fixed route's: the client's own text, perhaps its key
             path = scope["app"].state.key_ring.redact(path)
         line = {
             "method": scope["method"],

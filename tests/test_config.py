@@ -87,8 +87,11 @@ def test_threshold_bounds_are_inclusive(threshold: str) -> None:
         ("   ", "must not be empty"),
         ("short-key", "at least 16 characters"),
         (PLACEHOLDER_API_KEY, "placeholder"),
+        ("clé-secrète-très-longue-123", "printable ASCII"),
+        ("tab\tinside-a-long-enough-key", "printable ASCII"),
+        (" padded-key-long-enough-0123 ", "printable ASCII"),
     ],
-    ids=["empty", "blank", "short", "placeholder"],
+    ids=["empty", "blank", "short", "placeholder", "non-ascii", "control", "padded"],
 )
 def test_weak_keys_are_refused_with_a_way_to_make_one(
     monkeypatch: pytest.MonkeyPatch, key: str, reason: str

@@ -145,16 +145,32 @@ def test_431_is_counted_and_its_headers_are_not_logged(server: Server) -> None:
 
 
 def test_a_key_sent_in_the_path_is_not_logged(server: Server) -> None:
-    """A client that puts its key in the URL: 404 from the app, 431 from the HTTP layer."""
+    """A client that puts its key in the URL: 404 from the app (no route, or a route's
+    parameter: the model name of /v2), 431 from the HTTP layer; or sends it as its request id."""
     not_found = httpx.get(f"{server.url}/v1/fraud-score/{API_KEY}", timeout=10)
     assert not_found.status_code == 404
+    as_model_name = [
+        httpx.get(f"{server.url}/v2/models/{API_KEY}", headers=HEADERS, timeout=10),
+        httpx.get(f"{server.url}/v2/models/{API_KEY}/ready", timeout=10),
+    ]
+    assert [response.status_code for response in as_model_name] == [404, 404]
+    as_request_id = httpx.get(f"{server.url}/health", headers={"X-Request-ID": API_KEY})
+    assert as_request_id.headers["x-request-id"] != API_KEY
     too_big = exchange(server, head_of_size(HEAD_LIMIT + 1, f"/v1/{API_KEY}"))
     assert too_big.status == 431
-    for response_id in (not_found.headers["x-request-id"], too_big.headers["x-request-id"]):
+    responses_ids = [
+        not_found.headers["x-request-id"],
+        *(response.headers["x-request-id"] for response in as_model_name),
+        as_request_id.headers["x-request-id"],
+        too_big.headers["x-request-id"],
+    ]
+    for response_id in responses_ids:
         wait_for(lambda rid=response_id: request_lines(server, request_id=rid), "the log line")
     assert API_KEY not in server.logs()
     paths = {line["path"] for line in request_lines(server, route="unmatched")}
     assert {"/v1/fraud-score/[api-key]", "/v1/[api-key]"} <= paths
+    model_paths = {line["path"] for line in request_lines(server, route="/v2/models/{model_name}")}
+    assert "/v2/models/[api-key]" in model_paths
 
 
 def test_huge_heads_leave_worker_memory_flat(server: Server) -> None:
