@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from limits import parse_many
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from redis.connection import parse_url
 
@@ -17,6 +17,20 @@ MIN_API_KEY_LENGTH = 16
 STARTUP_FAILURE = 3  # uvicorn.config.STARTUP_FAILURE: its supervisor gives up on this status
 MAKE_A_KEY = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 _REDIS_SCHEMES = ("redis://", "rediss://", "redis+unix://", "redis+sentinel://", "redis+cluster://")
+
+
+def redis_uri_or_empty(value: str) -> str:
+    """FEATURE_STORE_URI's rule (the service's and the store commands'): empty, or Redis's."""
+    value = value.strip()
+    if not value:
+        return value
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must be empty (by-id routes off) or a redis://, rediss:// or unix:// URI")
+    try:
+        parse_url(value)
+    except ValueError:
+        raise ValueError("is not a valid Redis URI (redis://host:6379/0)") from None
+    return value
 
 
 class Settings(BaseSettings):
@@ -41,7 +55,7 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(1000, ge=1, le=100_000)
     rate_limit: str = "6000/minute"
     rate_limit_storage_uri: str = "memory://"
-    feature_store_uri: str = ""
+    feature_store_uri: Annotated[str, AfterValidator(redis_uri_or_empty)] = ""
     feature_store_prefix: str = Field(
         DEFAULT_STORE_PREFIX, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$"
     )
@@ -109,7 +123,9 @@ class Settings(BaseSettings):
         if not value:
             return value
         if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must be empty (by-id routes off) or a redis:// or rediss:// URI")
+            raise ValueError(
+                "must be empty (by-id routes off) or a redis://, rediss:// or unix:// URI"
+            )
         try:
             parse_url(value)
         except ValueError:

@@ -279,10 +279,13 @@ def _csv_lines(path: Path, rows: list[int]) -> dict[int, int]:
 
 
 def _data_lines(path: Path) -> Iterator[tuple[int, int]]:
-    row = 0
-    with path.open("rb") as handle:
-        next(handle, None)
-        for line, text in enumerate(handle, start=2):
-            if text.strip(b"\r\n"):
-                yield row, line
+    """(row, the line it starts on), read as CSV: a quoted value may span lines."""
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
+        reader = csv.reader(handle)
+        next(reader, None)  # the header
+        row, last_line = 0, reader.line_num
+        for fields in reader:
+            first_line, last_line = last_line + 1, reader.line_num
+            if fields:  # a blank line is not a row
+                yield row, first_line
                 row += 1

@@ -10,6 +10,9 @@ from app.features import FEATURE_NAMES, TRANSACTION_ID
 # literals that overflow a double (1e999, a 400-digit integer) are refused as non-finite.
 FeatureValue = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
+SINGLE_BODY_LIMIT = 64 * 1024
+"""Bytes: the largest body of one transaction (the single routes' limit, `push`'s per line)."""
+
 _STRICT_OBJECT = ConfigDict(extra="forbid", strict=True)
 _HYPHENATED = ConfigDict(
     alias_generator=lambda name: name.replace("_", "-"), populate_by_name=True, frozen=True

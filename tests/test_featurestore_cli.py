@@ -22,6 +22,7 @@ import pytest
 import redis
 
 from app.features import FEATURE_NAMES, WRITTEN_AT_FIELD, meta_key, transaction_key
+from app.featurestore.writer import StoreWriteError, StoreWriter
 from app.synthetic import generate
 from tests.conftest import ROOT, SAMPLE_CSV, needs_sample
 from tests.conftest import write_csv as write_rows_csv
@@ -34,6 +35,7 @@ PREFIX = "test:v1"
 FEATURES, LABELS = generate(rows=40, seed=9, fraud_rate=0.2)
 IDS = [f"tx-{index:03d}" for index in range(40)]
 SECRET = "4242.4242"  # no output may repeat it
+TTL_RANGE = "--ttl must be from 1 to 315,360,000 seconds (ten years)"
 
 
 @pytest.fixture
@@ -98,7 +100,7 @@ def expected(row: np.ndarray) -> dict[str, str]:
 
 
 SUMMARY = re.compile(
-    r"materialized (\d+) rows of (\S+) under test:v1:(.*) \d+\.\d s, [\d,]+ rows/s\n"
+    r"materialized (\d+) rows of (\S+) under test:v1(.*): \d+\.\d s, [\d,]+ rows/s\n"
 )
 
 
@@ -220,7 +222,7 @@ def test_skip_invalid_loads_the_others_and_reports_each_skipped_row(
     )
     summary = SUMMARY.fullmatch(result.stdout)
     assert summary, result.stdout
-    assert summary.groups() == ("38", "data.csv", ", 2 invalid rows skipped")
+    assert summary.groups() == ("38", "data.csv", " (2 invalid rows skipped)")
     client = server.client()
     loaded = sorted(key.decode() for key in client.keys(f"{PREFIX}:txn:*"))
     assert loaded == sorted(transaction_key(PREFIX, i) for i in IDS if i not in (IDS[3], IDS[8]))
@@ -323,9 +325,16 @@ def test_the_store_comes_from_dotenv_without_an_api_key(
         ((), "no feature store: set FEATURE_STORE_URI (environment or .env) or pass --uri"),
         (
             ("--uri", "redis://127.0.0.1:1/0", "--prefix", "has space"),
-            "FEATURE_STORE_PREFIX String should match pattern '^[A-Za-z0-9._:-]+$'",
+            "--prefix String should match pattern '^[A-Za-z0-9._:-]+$'",
         ),
-        (("--uri", "redis://127.0.0.1:1/0", "--ttl", "0"), "--ttl must be at least 1 second"),
+        (("--uri", "redis://127.0.0.1:1/0", "--ttl", "0"), TTL_RANGE),
+        # Redis would refuse the EXPIRE after MULTI applied the rest: keys that never expire.
+        (("--uri", "redis://127.0.0.1:1/0", "--ttl", "9999999999999999"), TTL_RANGE),
+        (("--uri", "redis://127.0.0.1:1/0", "--ttl", "315360001"), TTL_RANGE),
+        (
+            ("--uri", "http://127.0.0.1:1/0"),
+            "--uri must be empty (by-id routes off) or a redis://, rediss:// or unix:// URI",
+        ),
     ],
 )
 def test_bad_settings_are_usage_errors(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
@@ -354,14 +363,15 @@ def test_push_writes_each_valid_line_and_reports_each_bad_one(
         pushed_line("p-7", FEATURES[7], merchant=SECRET),
         pushed_line("p-8", FEATURES[8], Amount=...),
         pushed_line("p-9", FEATURES[9], V1=float(SECRET)).replace(SECRET, SECRET + "e999"),
-        pushed_line("p-10", FEATURES[10]),
+        pushed_line("p-10", FEATURES[10], merchant=SECRET * 20_000),  # refused unread
+        pushed_line("p-11", FEATURES[11]),
     ]
     result = run_store(
         "push", "--uri", server.uri, "--prefix", PREFIX, "--ttl", "120",
         cwd=tmp_path, stdin="\n".join(lines) + "\n",
     )  # fmt: skip
     assert result.returncode == 2
-    assert result.stdout == "pushed 3 records under test:v1; 6 bad lines skipped\n"
+    assert result.stdout == "pushed 3 records under test:v1; 7 bad lines skipped\n"
     assert result.stderr.splitlines() == [
         "line 2: Invalid JSON: EOF while parsing a value at line 1 column 44",
         "line 5: V3: Input should be a valid number",
@@ -369,14 +379,15 @@ def test_push_writes_each_valid_line_and_reports_each_bad_one(
         "line 7: merchant: Extra inputs are not permitted",
         "line 8: Amount: Field required",
         "line 9: V1: Input should be a finite number",
+        "line 10: longer than 65,536 bytes",
     ]
     assert SECRET not in result.stderr
     client = server.client()
     assert sorted(client.keys(f"{PREFIX}:*")) == [
         transaction_key(PREFIX, transaction_id).encode()
-        for transaction_id in ("p-1", "p-10", "p-4")
+        for transaction_id in ("p-1", "p-11", "p-4")
     ]
-    for transaction_id, row in (("p-1", FEATURES[1]), ("p-4", FEATURES[4]), ("p-10", FEATURES[10])):
+    for transaction_id, row in (("p-1", FEATURES[1]), ("p-4", FEATURES[4]), ("p-11", FEATURES[11])):
         stored = record(client, transaction_id)
         assert list(stored) == [*FEATURE_NAMES, WRITTEN_AT_FIELD]
         assert features_of(stored) == expected(row)
@@ -401,3 +412,15 @@ def test_push_to_an_unreachable_redis_fails_at_once(tmp_path: Path) -> None:
         "error: cannot reach the feature store (ConnectionError); 0 records were written "
         "before it\n"
     )
+
+
+def test_a_transaction_redis_applies_in_part_is_reported_as_such(server: RedisServer) -> None:
+    """EXEC applies the commands that succeed: an EXPIRE Redis refuses leaves the record, without
+    a TTL. The commands refuse such a --ttl; the writer still says what happened."""
+    writer = StoreWriter(server.uri, PREFIX, ttl=2**62)
+    try:
+        with pytest.raises(StoreWriteError, match="did not apply all of a record's transaction"):
+            writer.write_record("t-1", [repr(value) for value in FEATURES[0].tolist()])
+    finally:
+        writer.close()
+    assert server.client().ttl(transaction_key(PREFIX, "t-1")) == -1

@@ -150,6 +150,25 @@ def test_rows_are_numbered_from_zero_and_lines_count_the_header_and_blank_lines(
     assert np.array_equal(np.delete(table.features, [3, 9], axis=0), np.delete(FEATURES, [3, 9], 0))
 
 
+def test_a_row_after_a_quoted_value_spanning_lines_is_named_by_its_own_line(
+    tmp_path: Path,
+) -> None:
+    rows = [[*row, "a note"] for row in csv_rows()]
+    rows[1][30] = "two\nlines"  # an extra column's quoted value: row 1 takes lines 3 and 4
+    rows[4][2] = "bad"
+    path = tmp_path / "multiline.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\r\n")
+        writer.writerow([*FEATURE_NAMES, "note"])
+        writer.writerows(rows)
+    bad_line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if ",bad," in text)
+
+    assert bad_line == 7
+    assert [str(row) for row in read_offline(path).bad_rows()] == [
+        "row 4 (line 7): V2 is not a number"
+    ]
+
+
 def test_labels_must_be_zero_or_one(tmp_path: Path) -> None:
     rows = [[*row, str(label)] for row, label in zip(csv_rows(), LABELS.tolist(), strict=True)]
     rows[2][30], rows[5][30], rows[6][30] = "2", "yes", "1.0"

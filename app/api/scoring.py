@@ -32,6 +32,7 @@ from app.parsing import (
     strict_batch,
 )
 from app.schemas import (
+    SINGLE_BODY_LIMIT,
     BatchResponse,
     ErrorBody,
     ModelInfo,
@@ -40,7 +41,6 @@ from app.schemas import (
     batch_request_model,
 )
 
-SINGLE_BODY_LIMIT = 64 * 1024
 BATCH_BYTES_PER_TRANSACTION = 4 * 1024
 
 

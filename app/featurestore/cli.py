@@ -9,6 +9,9 @@ from app.featurestore.push import push
 from app.featurestore.settings import store_settings
 
 DEFAULT_TTL = 604_800  # seconds: a week
+# Redis refuses an EXPIRE whose deadline overflows its clock, after MULTI has already applied
+# the record's DEL and HSET: a key that never expires. Ten years is longer than any use here.
+MAX_TTL = 10 * 365 * 86_400
 DEFAULT_ID_COLUMN = "transaction_id"
 INTERRUPTED = 130  # the shell's status for SIGINT
 
@@ -50,16 +53,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         command.add_argument("--uri", help="Redis URI (default FEATURE_STORE_URI)")
         command.add_argument("--prefix", help="key prefix (default FEATURE_STORE_PREFIX)")
     args = parser.parse_args(argv)
-    if args.ttl < 1:
-        parser.error("--ttl must be at least 1 second")
+    if not 1 <= args.ttl <= MAX_TTL:
+        parser.error(f"--ttl must be from 1 to {MAX_TTL:,} seconds (ten years)")
     try:
         settings = store_settings(feature_store_uri=args.uri, feature_store_prefix=args.prefix)
     except ValueError as error:
-        parser.error(str(error))
+        parser.error(_named_as_flags(str(error), args))
     if not settings.feature_store_uri:
         parser.error("no feature store: set FEATURE_STORE_URI (environment or .env) or pass --uri")
     args.uri, args.prefix = settings.feature_store_uri, settings.feature_store_prefix
     return args
+
+
+def _named_as_flags(message: str, args: argparse.Namespace) -> str:
+    """A bad --uri or --prefix named as the flag it came from, not as the variable."""
+    for flag, variable in (("--uri", "FEATURE_STORE_URI"), ("--prefix", "FEATURE_STORE_PREFIX")):
+        if getattr(args, flag.removeprefix("--")) is not None:
+            message = message.replace(variable, flag)
+    return message
 
 
 def main(argv: list[str] | None = None) -> int:

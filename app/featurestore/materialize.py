@@ -75,9 +75,9 @@ def materialize(
         )
         return EXIT_STORE
     seconds = time.perf_counter() - started
-    note = f", {len(skipped):,} invalid rows skipped" if len(skipped) else ""
+    note = f" ({len(skipped):,} invalid rows skipped)" if len(skipped) else ""
     print(
-        f"materialized {written:,} rows of {source.name} under {prefix}:{note} "
+        f"materialized {written:,} rows of {source.name} under {prefix}{note}: "
         f"{seconds:.1f} s, {written / seconds:,.0f} rows/s",
         file=out,
     )

@@ -1,17 +1,19 @@
 """`push`: JSON lines on standard input, as a stream consumer pipes them; each valid one written."""
 
 import sys
+from collections.abc import Iterator
 from typing import Annotated, BinaryIO, TextIO
 
 from pydantic import BaseModel, Field, ValidationError, create_model
 
 from app.features import TRANSACTION_ID, encode_value, row_values
 from app.featurestore.writer import StoreWriteError, StoreWriter
-from app.schemas import Transaction
+from app.schemas import SINGLE_BODY_LIMIT, Transaction
 
 EXIT_STORE, EXIT_BAD_LINES = 1, 2
 _MAX_ERRORS_PER_LINE = 3
 _MAX_NAME_LENGTH = 64  # an unknown field's name is the sender's, of any length
+MAX_LINE_BYTES = SINGLE_BODY_LIMIT  # a longer line is refused unread, as a longer body is
 
 # The request body's own model (strict numbers, finite, no unknown field) plus the id.
 TransactionId = Annotated[str, Field(pattern=f"^(?:{TRANSACTION_ID.pattern})$")]
@@ -36,7 +38,11 @@ def push(
         writer = StoreWriter(uri, prefix, ttl)
         try:
             writer.check()
-            for number, line in enumerate(lines, start=1):
+            for number, line in enumerate(_bounded_lines(lines), start=1):
+                if line is None:
+                    print(f"line {number}: longer than {MAX_LINE_BYTES:,} bytes", file=err)
+                    bad += 1
+                    continue
                 text = line.rstrip(b"\r\n")
                 if not text.strip():
                     continue
@@ -52,7 +58,9 @@ def push(
                         [encode_value(value) for value in row_values(record)],
                     )
                 except StoreWriteError as error:
-                    raise StoreWriteError(f"line {number} not written: {error}") from None
+                    # A timeout does not say whether Redis applied it.
+                    message = f"line {number} may not have been written (sending it again is safe)"
+                    raise StoreWriteError(f"{message}: {error}") from None
                 pushed += 1
         finally:
             writer.close()
@@ -61,6 +69,18 @@ def push(
         return EXIT_STORE
     print(f"pushed {pushed:,} records under {prefix}; {bad:,} bad lines skipped", file=out)
     return EXIT_BAD_LINES if bad else 0
+
+
+def _bounded_lines(stream: BinaryIO) -> Iterator[bytes | None]:
+    """Each line, or None for one over MAX_LINE_BYTES, whose rest is read and dropped in
+    pieces: one huge line must not take the consumer's memory."""
+    while line := stream.readline(MAX_LINE_BYTES + 1):
+        if len(line) <= MAX_LINE_BYTES or line.endswith(b"\n"):
+            yield line
+            continue
+        while (rest := stream.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+            pass
+        yield None
 
 
 def _reasons(error: ValidationError) -> str:

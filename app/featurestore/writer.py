@@ -111,15 +111,14 @@ class StoreWriter:
             pool.release(connection)
 
     def _confirm(self, connection: AbstractConnection, records: int) -> int:
-        applied = True
+        failure: str | None = None
         for index in range(1, records * _REPLIES_PER_RECORD + 1):
             reply = connection.read_response()
-            if index % _REPLIES_PER_RECORD == 0:  # EXEC's: the three results, no error among them
-                applied &= isinstance(reply, list) and not any(
-                    isinstance(result, Exception) for result in reply
-                )
-        if not applied:
-            raise StoreWriteError("Redis did not apply a record's transaction")
+            if index % _REPLIES_PER_RECORD == 0 and failure is None:  # EXEC's: three results
+                failure = _failure_of(reply)
+        if failure is not None:
+            # EXEC applies the commands that succeed: the record may be there, in part.
+            raise StoreWriteError(f"Redis did not apply all of a record's transaction ({failure})")
         return records
 
     def _call(self, action: Callable[[], _T]) -> _T:
@@ -127,6 +126,14 @@ class StoreWriter:
             return action()
         except (redis.RedisError, OSError) as error:
             raise _store_error(error) from None
+
+
+def _failure_of(exec_reply: object) -> str | None:
+    """What went wrong in an EXEC's reply (Redis's own words quote no value of ours), or None."""
+    if not isinstance(exec_reply, list):
+        return "the transaction was aborted"
+    errors = [result for result in exec_reply if isinstance(result, Exception)]
+    return str(errors[0])[:200] if errors else None
 
 
 def _translated(results: Iterator[_T]) -> Iterator[_T]:
