@@ -271,6 +271,7 @@ def test_a_meta_record_of_other_features_refuses_by_id_but_not_raw_scoring(
     response = post(client, BY_ID, {"transaction_id": "txn-1"})
     assert response.status_code == 503
     assert response.json()["error"] == "feature_store_unavailable"
+    assert "materialized with other features" in response.json()["detail"]
     assert int(response.headers["Retry-After"]) >= 1
     assert post(client, BY_ID_BATCH, {"transaction_ids": ["txn-1"]}).status_code == 503
     assert post(client, SCORE, row_to_dict(ROWS[1].tolist())).status_code == 200

@@ -21,6 +21,7 @@ from app.features import (
     transaction_key,
 )
 from app.featurestore.online import (
+    MISMATCH_DETAIL,
     RETRY_AFTER_MISMATCH,
     RETRY_AFTER_UNREACHABLE,
     FeatureStoreUnavailable,
@@ -426,6 +427,31 @@ async def test_no_meta_record_is_accepted(
     assert messages(store_log, logging.INFO) == [
         "feature store has no meta record yet: records are checked one by one"
     ]
+
+
+async def test_a_meta_record_without_its_feature_list_is_refused(
+    server: RedisServer, store_log: list[logging.LogRecord]
+) -> None:
+    """A meta hash that exists but lists no features cannot vouch for the columns: refused, as
+    one of other features is, and accepted again once the list is there."""
+    ids = write_rows(server, 1)
+    write_meta(server)
+    server.client().hdel(meta_key(PREFIX), "features")
+    store = await opened(server)
+    try:
+        with pytest.raises(FeatureStoreUnavailable) as refused:
+            await store.fetch(ids)
+        assert refused.value.retry_after == RETRY_AFTER_MISMATCH
+        assert refused.value.detail == MISMATCH_DETAIL
+        write_meta(server)
+        fetched = await store.fetch(ids)
+    finally:
+        await store.close()
+    assert fetched.statuses == ("found",)
+    assert store_log[0].meta_features is None  # type: ignore[attr-defined]
+    assert (
+        messages(store_log)[-1] == "feature store meta record matches this service's features again"
+    )
 
 
 async def test_a_meta_record_of_this_registry_is_accepted_silently(

@@ -49,7 +49,9 @@ async def _fetch(store: OnlineStore, ids: Sequence[str]) -> Fetched:
     try:
         return await store.fetch(ids)
     except StoreDown as error:
-        raise FeatureStoreUnavailable(headers={"Retry-After": str(error.retry_after)}) from None
+        raise FeatureStoreUnavailable(
+            error.detail, headers={"Retry-After": str(error.retry_after)}
+        ) from None
 
 
 async def _scored(

@@ -25,6 +25,10 @@ log = logging.getLogger("app.featurestore")
 
 RETRY_AFTER_UNREACHABLE = 1  # seconds: an outage of Redis is usually a blip or a failover
 RETRY_AFTER_MISMATCH = 60  # a meta record with other features waits for an operator
+MISMATCH_DETAIL = (
+    "The online feature store was materialized with other features than this service's (its "
+    "meta record says so): by-id scoring resumes once it is materialized again"
+)
 
 _META_UNKNOWN, _META_MATCHES, _META_ABSENT, _META_MISMATCH = "unknown", "ok", "absent", "mismatch"
 _UNSEEN = object()  # no reply for the meta record yet (None is a reply: the record is absent)
@@ -34,9 +38,11 @@ class FeatureStoreUnavailable(Exception):
     """Redis unreachable, slower than FEATURE_STORE_TIMEOUT_MS, or its meta record's feature list
     differs from the registry. Message safe to log (no values, no URI credentials)."""
 
-    def __init__(self, message: str, retry_after: int) -> None:
+    def __init__(self, message: str, retry_after: int, detail: str | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.detail = detail
+        """What to tell the client, when it is not the usual "cannot be reached"."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,8 @@ class OnlineStore:
             socket_timeout=None,
             retry=Retry(NoBackoff(), 0),
         )
-        self._meta_command = pack("HGET", meta_key(prefix), "features")
+        # The whole (small) hash: one without a `features` field is told from no hash at all.
+        self._meta_command = pack("HGETALL", meta_key(prefix))
         self._meta_state = _META_UNKNOWN
         self._meta_seen: object = _UNSEEN
         self._reachable: bool | None = None
@@ -104,6 +111,7 @@ class OnlineStore:
             raise FeatureStoreUnavailable(
                 "feature store meta record lists other features than this service",
                 RETRY_AFTER_MISMATCH,
+                detail=MISMATCH_DETAIL,
             )
         parsed = parse_records(replies[1:])
         for index, problems in parsed.problems.items():
@@ -169,16 +177,19 @@ class OnlineStore:
         self._reachable = True
 
     def _check_meta(self, reply: object) -> None:
-        if reply is self._meta_seen or (isinstance(reply, bytes) and reply == self._meta_seen):
+        if isinstance(reply, list) and reply == self._meta_seen:
             return
         self._meta_seen = reply
-        if reply is None:
+        listed = None
+        if reply == []:
             state = _META_ABSENT
-        elif isinstance(reply, bytes):
-            listed = meta_features({"features": reply.decode("utf-8", "replace")})
+        elif isinstance(reply, list):
+            fields = dict(zip(reply[0::2], reply[1::2], strict=True))
+            if b"features" in fields:
+                listed = meta_features({"features": fields[b"features"].decode("utf-8", "replace")})
             state = _META_MATCHES if listed == FEATURE_NAMES else _META_MISMATCH
         else:  # the meta key holds something other than a hash
-            listed, state = None, _META_MISMATCH
+            state = _META_MISMATCH
         if state == _META_MISMATCH and self._meta_state != _META_MISMATCH:
             log.error(
                 "feature store meta record lists other features than this service: by-id scoring "
