@@ -116,22 +116,6 @@ class Settings(BaseSettings):
             raise ValueError("must be memory:// or a redis:// URI")
         return value
 
-    @field_validator("feature_store_uri")
-    @classmethod
-    def _redis_or_empty(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            return value
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(
-                "must be empty (by-id routes off) or a redis://, rediss:// or unix:// URI"
-            )
-        try:
-            parse_url(value)
-        except ValueError:
-            raise ValueError("is not a valid Redis URI (redis://host:6379/0)") from None
-        return value
-
     @property
     def accepted_keys(self) -> tuple[bytes, ...]:
         """Every key a client may send: API_KEY first, then the rotation keys of API_KEYS."""

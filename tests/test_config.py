@@ -151,3 +151,25 @@ def test_env_example_lists_every_setting() -> None:
         if "=" in line and not line.startswith("#")
     }
     assert documented == {name.upper() for name in Settings.model_fields}
+
+
+@pytest.mark.parametrize(
+    ("uri", "reason"),
+    [
+        ("http://127.0.0.1:6379/0", "must be empty (by-id routes off) or a redis://"),
+        ("redis://127.0.0.1:port/0", "is not a valid Redis URI"),
+    ],
+)
+def test_a_feature_store_uri_that_is_not_redis_is_refused(
+    monkeypatch: pytest.MonkeyPatch, uri: str, reason: str
+) -> None:
+    message = refusal(monkeypatch, API_KEY=GOOD_KEY, FEATURE_STORE_URI=uri)
+    assert message.startswith("configuration error: FEATURE_STORE_URI")
+    assert reason in message
+    assert "127.0.0.1" not in message
+
+
+def test_an_empty_or_unix_feature_store_uri_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    for uri, expected in (("  ", ""), ("unix:///run/redis.sock", "unix:///run/redis.sock")):
+        monkeypatch.setenv("FEATURE_STORE_URI", uri)
+        assert settings(api_key=GOOD_KEY).feature_store_uri == expected
