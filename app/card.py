@@ -8,6 +8,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.features import FEATURE_NAMES
+from app.schemas import TrainingMetrics
 
 CARD_SUFFIX = ".card.json"
 
@@ -34,17 +35,6 @@ class _Params(_Section):
     n_estimators: int | None = None
 
 
-class _Metrics(_Section):
-    pr_auc: float | None = None
-    roc_auc: float | None = None
-    precision: float | None = None
-    recall: float | None = None
-    threshold: float | None = None
-    rows: int | None = None
-    train_rows: int | None = None
-    holdout_rows: int | None = None
-
-
 class _HoldoutScores(_Section):
     mean: float | None = None
     std: float | None = None
@@ -59,7 +49,7 @@ class _ServedCard(_Section):
     versions: _Versions | None = None
     n_estimators: int | None = None
     params: _Params | None = None
-    metrics: _Metrics | None = None
+    metrics: TrainingMetrics | None = None  # model-info's own model of them
     feature_stats: dict[str, _Moments] | None = None
     feature_importance: dict[str, float] | None = None
     holdout_scores: _HoldoutScores | None = None

@@ -25,14 +25,11 @@ def request_id_from(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == REQUEST_ID_HEADER:
             candidate = value.decode("latin-1")
-            if _SAFE_REQUEST_ID.fullmatch(candidate) and not _holds_a_key(scope, candidate):
+            key_ring = scope["app"].state.key_ring
+            if _SAFE_REQUEST_ID.fullmatch(candidate) and not key_ring.found_in(candidate):
                 return candidate
             break
     return uuid.uuid4().hex
-
-
-def _holds_a_key(scope: Scope, text: str) -> bool:
-    return scope["app"].state.key_ring.redact(text) != text
 
 
 class RequestContextMiddleware:

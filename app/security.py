@@ -18,16 +18,20 @@ class KeyRing:
 
     def __init__(self, keys: tuple[bytes, ...]) -> None:
         self._keys = keys
+        self._texts = tuple(key.decode("utf-8", "surrogateescape") for key in keys)
         self._pseudonyms = tuple(hashlib.sha256(key).hexdigest()[:16] for key in keys)
 
     def redact(self, text: str) -> str:
         """`text` (a path someone sent) with every accepted key in it replaced: a client that
         puts its key in the URL must not find it in the logs."""
-        for key in self._keys:
-            decoded = key.decode("utf-8", "surrogateescape")
-            if decoded in text:
-                text = text.replace(decoded, "[api-key]")
+        for key in self._texts:
+            if key in text:
+                text = text.replace(key, "[api-key]")
         return text
+
+    def found_in(self, text: str) -> bool:
+        """Whether `text` (a header someone sent, to be echoed and logged) holds an accepted key."""
+        return any(key in text for key in self._texts)
 
     def identify(self, presented: str | None) -> str | None:
         """The pseudonym of the matching key, or None; every key is compared, matched or not."""
