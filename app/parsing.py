@@ -7,9 +7,16 @@ msgspec's decoder into structs of the same fields: it applies the same rules (a 
 a string, boolean or null; every feature and no other key; finite) without building a dict per
 transaction. Whatever it refuses, for any reason, goes to the strict models: msgspec only ever
 accepts sooner, never differently (tests/test_parsing.py holds it to that).
+
+A field named twice in one object is refused (422 `duplicate_field`): JSON parsers keep one of
+the values, msgspec and pydantic the last, so a first value that breaks the rules (`NaN`, a
+string) would otherwise pass unjudged, and a proxy that reads the first would see other features
+than the model scores.
 """
 
 import functools
+import json
+from collections import Counter
 from collections.abc import Callable, Mapping
 from itertools import chain
 from typing import Annotated, Any, TypeVar, cast
@@ -64,12 +71,66 @@ def require_json(headers: Mapping[str, str]) -> None:
     )
 
 
+class _Members(dict[str, Any]):
+    """A JSON object's members, and the names it gives more than once, in order."""
+
+    repeated: tuple[str, ...] = ()
+
+
+def _members(pairs: list[tuple[str, Any]]) -> _Members:
+    members = _Members(pairs)
+    if len(members) != len(pairs):
+        counts = Counter(name for name, _ in pairs)
+        members.repeated = tuple(name for name, count in counts.items() if count > 1)
+    return members
+
+
+REPEATED_FIELD = "Field given more than once"
+
+
+def repeated_fields(body: bytes) -> list[tuple[str | int, ...]]:
+    """Where a name is given twice: in the body's object, or in an object of one of its lists
+    (a batch's transactions), located as pydantic locates a field; none for any other body.
+
+    json.loads with a hook sees every member, where the fast parsers keep the last. It accepts
+    what the strict models refuse (NaN, huge integers): those are still theirs to judge.
+    """
+    try:
+        document = json.loads(body.decode("utf-8"), object_pairs_hook=_members)
+    except (ValueError, RecursionError):  # not JSON, or too deep: the strict models say so
+        return []
+    if not isinstance(document, _Members):
+        return []
+    locations: list[tuple[str | int, ...]] = [(name,) for name in document.repeated]
+    for key, value in document.items():
+        if type(value) is list:
+            locations += [
+                (key, index, name)
+                for index, item in enumerate(value)
+                if isinstance(item, _Members)
+                for name in item.repeated
+            ]
+    return locations
+
+
+def refuse_repeated_fields(body: bytes) -> None:
+    """422 `duplicate_field` at each name the body gives twice."""
+    if locations := repeated_fields(body):
+        raise RequestValidationError(
+            [
+                {"loc": ("body", *location), "msg": REPEATED_FIELD, "type": "duplicate_field"}
+                for location in locations[:MAX_REPORTED_ERRORS]
+            ]
+        )
+
+
 def strict(model: type[BaseModel], body: bytes) -> Any:
     """The body validated by a strict model in one pass from bytes, or FastAPI's 422.
 
     pydantic-core's own JSON parser reports NaN/Infinity tokens, overflowing literals and huge
     integers as errors, with the location of each (json.loads would accept some of them).
     """
+    refuse_repeated_fields(body)
     try:
         return model.model_validate_json(body)
     except ValidationError as error:
@@ -91,6 +152,7 @@ def strict_batch(
     judges it (its message gives the length), without validating what it holds. Invalid JSON and
     the literals orjson refuses have one error: the batch model reports it.
     """
+    refuse_repeated_fields(body)
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -140,6 +202,8 @@ def fast_transaction(body: bytes) -> np.ndarray | None:
         transaction = _single.decode(body)
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None
+    if body.count(b":") != N_FEATURES:  # a field given twice (see _colons)
+        return None
     return _finite(np.array([_astuple(transaction)], dtype=FEATURE_DTYPE))
 
 
@@ -165,12 +229,26 @@ def fast_batch(max_batch_size: int) -> Callable[[bytes], np.ndarray | None]:
             transactions = cast(Any, decoder.decode(body)).transactions
         except (msgspec.ValidationError, msgspec.DecodeError):
             return None
+        if _colons(body) != N_FEATURES * len(transactions) + 1:  # a field given twice
+            return None
         # One flat iterator of floats: NumPy need not discover a nested shape (1.3 vs 1.8 ms).
         values = chain.from_iterable(map(_astuple, transactions))
         count = N_FEATURES * len(transactions)
         return _finite(np.fromiter(values, dtype=FEATURE_DTYPE, count=count))
 
     return decode
+
+
+_COLON = np.uint8(ord(":"))
+
+
+def _colons(body: bytes) -> int:
+    """The colons in a body, as NumPy counts them (0.1 ms for 800 KB, bytes.count 0.8 ms).
+
+    In a body the strict structs accepted, keys are the known names and values are numbers, so
+    each colon separates one member: a count above the members decoded is a name given twice.
+    """
+    return int(np.count_nonzero(np.frombuffer(body, dtype=np.uint8) == _COLON))
 
 
 def _finite(matrix: np.ndarray) -> np.ndarray | None:

@@ -150,6 +150,25 @@ def test_bad_ids_are_422(by_id_client: TestClient, body: Any) -> None:
         assert set(error) == {"loc", "msg", "type"}  # never the input echoed
 
 
+def test_an_id_given_twice_is_422_whichever_is_stored(by_id_client: TestClient, store: Any) -> None:
+    store.hset(transaction_key(PREFIX, "twice-2"), mapping=record_fields(ROWS[0].tolist(), 0))
+    for first, last in (("bad id", "twice-2"), ("twice-2", "twice-2")):
+        body = f'{{"transaction_id": "{first}", "transaction_id": "{last}"}}'
+        response = by_id_client.post(BY_ID, content=body, headers=HEADERS)
+        assert response.status_code == 422
+        assert response.json()["detail"] == [
+            {
+                "loc": ["body", "transaction_id"],
+                "msg": "Field given more than once",
+                "type": "duplicate_field",
+            }
+        ]
+    twice = '{"transaction_ids": ["twice-2"], "transaction_ids": ["twice-2"]}'
+    response = by_id_client.post(BY_ID_BATCH, content=twice, headers=HEADERS)
+    assert response.status_code == 422
+    assert [error["loc"] for error in response.json()["detail"]] == [["body", "transaction_ids"]]
+
+
 def test_the_longest_id_is_accepted(by_id_client: TestClient, store: Any) -> None:
     longest = "A-z0.9_:" * 16
     assert len(longest) == 128

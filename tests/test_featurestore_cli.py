@@ -365,13 +365,14 @@ def test_push_writes_each_valid_line_and_reports_each_bad_one(
         pushed_line("p-9", FEATURES[9], V1=float(SECRET)).replace(SECRET, SECRET + "e999"),
         pushed_line("p-10", FEATURES[10], merchant=SECRET * 20_000),  # refused unread
         pushed_line("p-11", FEATURES[11]),
+        pushed_line("p-12", FEATURES[12]).replace('"V2": ', '"V2": NaN, "V2": ', 1),
     ]
     result = run_store(
         "push", "--uri", server.uri, "--prefix", PREFIX, "--ttl", "120",
         cwd=tmp_path, stdin="\n".join(lines) + "\n",
     )  # fmt: skip
     assert result.returncode == 2
-    assert result.stdout == "pushed 3 records under test:v1; 7 bad lines skipped\n"
+    assert result.stdout == "pushed 3 records under test:v1; 8 bad lines skipped\n"
     assert result.stderr.splitlines() == [
         "line 2: Invalid JSON: EOF while parsing a value at line 1 column 44",
         "line 5: V3: Input should be a valid number",
@@ -380,6 +381,7 @@ def test_push_writes_each_valid_line_and_reports_each_bad_one(
         "line 8: Amount: Field required",
         "line 9: V1: Input should be a finite number",
         "line 10: longer than 65,536 bytes",
+        "line 12: V2: Field given more than once",
     ]
     assert SECRET not in result.stderr
     client = server.client()

@@ -90,7 +90,7 @@ def test_tricky_literals(name: str, literal: str) -> None:
         json.dumps({k: v for k, v in BASE.items() if k != "V3"} | {"v3": 1.0}).encode(),
         json.dumps(BASE).encode().replace(b'"Time"', b'"\\u0054ime"'),
         json.dumps(BASE).encode().replace(b'"Time"', b'"Time ', 1),
-        # duplicate keys: both parsers keep the last one
+        # a key given twice: both refuse it
         json.dumps(BASE).encode().replace(b"{", b'{"Amount": 99.5, ', 1),
         json.dumps(BASE).encode()[:-5],
         b"\xff\xfe",
@@ -101,9 +101,47 @@ def test_odd_documents(body: bytes) -> None:
     assert_fast_agrees(body)
 
 
-def test_duplicate_keys_keep_the_last_value() -> None:
-    body = json.dumps(BASE).encode().replace(b'"Amount": ', b'"Amount": 1.25, "Amount": ', 1)
-    assert parse_transaction(body)[0, FEATURE_NAMES.index("Amount")] == BASE["Amount"]
+def validation_errors(parse: Any, body: bytes) -> list[dict[str, Any]]:
+    with pytest.raises(RequestValidationError) as raised:
+        parse(body)
+    return list(raised.value.errors())
+
+
+REPEATED = {"msg": "Field given more than once", "type": "duplicate_field"}
+
+
+@pytest.mark.parametrize("first", ["NaN", '"x"', "null", "1.25", "1e999", "true"])
+def test_a_feature_given_twice_is_refused_whatever_its_first_value(first: str) -> None:
+    # Both decoders keep the last value: a first one that breaks the rules would pass unjudged.
+    body = json.dumps(BASE).encode().replace(b'"V14": ', f'"V14": {first}, "V14": '.encode(), 1)
+    assert fast_transaction(body) is None
+    assert validation_errors(parse_transaction, body) == [{"loc": ("body", "V14"), **REPEATED}]
+
+
+def test_a_feature_given_twice_in_a_batch_is_located_at_its_transaction() -> None:
+    good = json.dumps(BASE)
+    twice = good.replace('"Amount": ', '"Amount": 2.5, "Amount": ', 1)
+    body = f'{{"transactions": [{good}, {twice}, {good}, {twice}]}}'.encode()
+    parse = batch_parser(MAX_BATCH)
+    assert fast_batch(MAX_BATCH)(body) is None
+    assert validation_errors(parse, body) == [
+        {"loc": ("body", "transactions", 1, "Amount"), **REPEATED},
+        {"loc": ("body", "transactions", 3, "Amount"), **REPEATED},
+    ]
+    repeated_list = f'{{"transactions": [{good}], "transactions": [{good}]}}'.encode()
+    assert validation_errors(parse, repeated_list) == [
+        {"loc": ("body", "transactions"), **REPEATED}
+    ]
+
+
+def test_the_fast_path_still_takes_what_has_no_repeated_name() -> None:
+    # Colons are counted to see a repeated name: escapes, spaces and a batch's own key are not one.
+    spaced = json.dumps(BASE, indent=2).encode().replace(b'"Time"', b'"\\u0054ime"')
+    assert fast_transaction(spaced) is not None
+    batch = f'{{ "transactions" : [ {spaced.decode()} , {json.dumps(BASE)} ] }}'.encode()
+    matrix = fast_batch(MAX_BATCH)(batch)
+    assert matrix is not None
+    assert matrix.shape == (2, len(FEATURE_NAMES))
 
 
 json_values = st.one_of(

@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model
 
 from app.features import TRANSACTION_ID, encode_value, row_values
 from app.featurestore.writer import StoreWriteError, StoreWriter
+from app.parsing import REPEATED_FIELD, repeated_fields
 from app.schemas import SINGLE_BODY_LIMIT, Transaction
 
 EXIT_STORE, EXIT_BAD_LINES = 1, 2
@@ -46,6 +47,10 @@ def push(
                 text = line.rstrip(b"\r\n")
                 if not text.strip():
                     continue
+                if repeated := repeated_fields(text):
+                    print(f"line {number}: {_repeated(repeated)}", file=err)
+                    bad += 1
+                    continue
                 try:
                     record = PushedRecord.model_validate_json(text)
                 except ValidationError as error:
@@ -83,11 +88,21 @@ def _bounded_lines(stream: BinaryIO) -> Iterator[bytes | None]:
         yield None
 
 
+def _repeated(locations: list[tuple[str | int, ...]]) -> str:
+    """A line's names given twice, worded as _reasons words a problem."""
+    return _listed([(location, REPEATED_FIELD) for location in locations])
+
+
 def _reasons(error: ValidationError) -> str:
     """Where and what, as the API's 422 says it, without the input."""
-    problems = []
-    for item in error.errors(include_input=False, include_url=False)[:_MAX_ERRORS_PER_LINE]:
-        where = ".".join(str(part) for part in item["loc"])[:_MAX_NAME_LENGTH]
-        problems.append(f"{where}: {item['msg']}" if where else item["msg"])
-    more = error.error_count() - _MAX_ERRORS_PER_LINE
-    return "; ".join(problems) + (f"; and {more} more" if more > 0 else "")
+    items = error.errors(include_input=False, include_url=False)
+    return _listed([(item["loc"], item["msg"]) for item in items])
+
+
+def _listed(problems: list[tuple[tuple[str | int, ...], str]]) -> str:
+    worded = []
+    for location, message in problems[:_MAX_ERRORS_PER_LINE]:
+        where = ".".join(str(part) for part in location)[:_MAX_NAME_LENGTH]
+        worded.append(f"{where}: {message}" if where else message)
+    more = len(problems) - _MAX_ERRORS_PER_LINE
+    return "; ".join(worded) + (f"; and {more} more" if more > 0 else "")
