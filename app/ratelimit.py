@@ -52,7 +52,8 @@ class RateLimiter:
         self._failing = False
 
     async def check(self, client: str) -> Decision:
-        if time.monotonic() < self._skip_until:
+        if time.monotonic() < self._skip_until:  # storage failed moments ago: not asked again
+            metrics.RATE_LIMIT_ERRORS.inc()
             return Decision(True)
         try:
             decision = await self._check(client)
