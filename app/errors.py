@@ -144,9 +144,21 @@ async def _service_error(request: Request, exc: Exception) -> Response:
     )
 
 
+def _without_keys(request: Request, error: dict[str, Any]) -> dict[str, Any]:
+    """An error whose `loc` names what the sender wrote (an unknown field): an API key written
+    there, in any field's name, comes back as `[api-key]`, as it is logged in a path."""
+    key_ring = getattr(request.app.state, "key_ring", None)
+    if key_ring is None:
+        return error
+    location = [key_ring.redact(part) if isinstance(part, str) else part for part in error["loc"]]
+    return {**error, "loc": location, "msg": key_ring.redact(error["msg"])}
+
+
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    errors = [_public_error(item) for item in exc.errors()[:MAX_REPORTED_ERRORS]]
+    errors = [
+        _without_keys(request, _public_error(item)) for item in exc.errors()[:MAX_REPORTED_ERRORS]
+    ]
     if _is_oip(request):
         return json_response({"error": "; ".join(error["msg"] for error in errors)}, 400)
     return json_response({"detail": errors}, 422)

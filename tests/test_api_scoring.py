@@ -219,11 +219,32 @@ def test_extreme_but_finite_values_are_scored(
     assert response.json()["ood-warning"] is (abs(value) > 1e6)
 
 
-def test_duplicate_keys_take_the_last_value(
+def test_a_field_given_twice_is_422_whichever_value_is_bad(
     client: TestClient, mock_body: dict[str, float]
 ) -> None:
-    text = json.dumps(mock_body)[:-1] + ', "Amount": "oops"}'
-    assert post_raw(client, text).status_code == 422
+    for text in (
+        json.dumps(mock_body)[:-1] + ', "Amount": "oops"}',
+        '{"Amount": NaN, ' + json.dumps(mock_body)[1:],
+        json.dumps(mock_body)[:-1] + ', "Amount": 1.5}',
+    ):
+        response = post_raw(client, text)
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["loc"] == ["body", "Amount"]
+        assert response.json()["detail"][0]["type"] == "duplicate_field"
+
+
+@pytest.mark.parametrize("route", [URL, "/v1/fraud-score/batch"])
+def test_a_key_written_as_a_field_name_is_not_echoed(
+    client: TestClient, mock_body: dict[str, float], route: str
+) -> None:
+    transaction = {**mock_body, API_KEY: 1.0, f"x{ROTATION_KEY}x": 2.0}
+    body = transaction if route == URL else {"transactions": [transaction]}
+    response = client.post(route, json=body, headers=HEADERS)
+    assert response.status_code == 422
+    assert API_KEY not in response.text
+    assert ROTATION_KEY not in response.text
+    unknown = [error["loc"][-1] for error in response.json()["detail"]]
+    assert unknown == ["[api-key]", "x[api-key]x"]
 
 
 def test_body_over_64_kib_is_413(client: TestClient, mock_body: dict[str, float]) -> None:
