@@ -1,5 +1,6 @@
 """Settings read from the environment (or `.env`), validated once before anything serves."""
 
+import re
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -16,6 +17,7 @@ PLACEHOLDER_API_KEY = "replace-me-with-a-random-key-of-32-chars"
 MIN_API_KEY_LENGTH = 16
 STARTUP_FAILURE = 3  # uvicorn.config.STARTUP_FAILURE: its supervisor gives up on this status
 MAKE_A_KEY = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+_VERSION = re.compile(r"[A-Za-z0-9._+~:-]{1,64}")
 _REDIS_SCHEMES = ("redis://", "rediss://", "redis+unix://", "redis+sentinel://", "redis+cluster://")
 
 
@@ -90,6 +92,17 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"must be at least {MIN_API_KEY_LENGTH} characters; make one with: {MAKE_A_KEY}"
                 )
+        return value
+
+    @field_validator("model_version")
+    @classmethod
+    def _one_path_segment(cls, value: str) -> str:
+        # It is a segment of /v2/models/fraud/versions/{version}: a "/" or a space would make
+        # those paths unreachable while the metadata announced the version.
+        if not _VERSION.fullmatch(value):
+            raise ValueError(
+                "must be 1-64 characters of A-Z a-z 0-9 . _ + ~ : - (as in 1.0.0-rc.1+g4f2a)"
+            )
         return value
 
     @field_validator("model_sha256")

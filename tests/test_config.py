@@ -123,6 +123,9 @@ def test_placeholder_is_the_one_in_env_example() -> None:
         ("MODEL_SHA256", "abc123"),
         ("RATE_LIMIT", "lots"),
         ("RATE_LIMIT_STORAGE_URI", "mongodb://db"),
+        ("MODEL_VERSION", "v1/2"),  # /v2's /versions/{version} paths could not be reached
+        ("MODEL_VERSION", "1.0 beta"),
+        ("MODEL_VERSION", "1" * 65),
     ],
 )
 def test_other_invalid_values_are_refused(
@@ -131,6 +134,11 @@ def test_other_invalid_values_are_refused(
     assert refusal(monkeypatch, API_KEY=GOOD_KEY, **{name: value}).startswith(
         f"configuration error: {name}"
     )
+
+
+@pytest.mark.parametrize("version", ["1.0.0", "2.1.0-rc.1+g4f2a", "2026-12-01T10:00", "v7~a_b"])
+def test_versions_that_are_one_path_segment_are_kept(version: str) -> None:
+    assert settings(api_key=GOOD_KEY, model_version=version).model_version == version
 
 
 def test_sha256_is_normalised() -> None:
