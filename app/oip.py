@@ -234,9 +234,11 @@ def _rows(shape: Any, max_rows: int) -> int:
 
 
 def _binary_size(parameters: dict[str, Any]) -> int | None:
-    size = parameters.get("binary_data_size")
-    if size is not None and (type(size) is not int or size < 0):
-        raise TensorError("binary_data_size must be a non-negative integer")
+    if "binary_data_size" not in parameters:
+        return None
+    size = parameters["binary_data_size"]  # null is not absent, as for the other parameters
+    if type(size) is not int or size < 0:
+        raise TensorError("binary_data_size must be a byte count (an integer from 0 to 2**64 - 1)")
     return size
 
 
@@ -268,7 +270,8 @@ def _from_json(data: Any, rows: int) -> np.ndarray:
             or set(map(len, data)) != {N_FEATURES}
         ):
             raise TensorError(
-                f"input '{INPUT_NAME}': nested 'data' must be {rows} rows of {N_FEATURES} numbers"
+                f"input '{INPUT_NAME}': nested 'data' must be {rows} "
+                f"{'row' if rows == 1 else 'rows'} of {N_FEATURES} numbers"
             )
         values = list(chain.from_iterable(data))
     elif len(data) != count:

@@ -503,7 +503,7 @@ BAD_JSON = {
     ),
     "nested row too short": (
         request_with(data=[ROW[:29]]),
-        "input 'features': nested 'data' must be 1 rows of 30 numbers",
+        "input 'features': nested 'data' must be 1 row of 30 numbers",
     ),
     "nested rows fewer than shape": (
         request_with(shape=[2, 30], data=[ROW]),
@@ -657,6 +657,9 @@ def test_malformed_json_is_400(client: TestClient, body: bytes, position: int) -
 # --- errors: the binary extension ----------------------------------------------------------------
 
 
+NOT_A_BYTE_COUNT = "binary_data_size must be a byte count (an integer from 0 to 2**64 - 1)"
+
+
 def binary_case(
     payload: bytes,
     size: Any,
@@ -728,10 +731,12 @@ FP64_ROW = np.full(30, MARK, dtype="<f8").tobytes()
             binary_case(FP64_ROW, 240, shape=(2, 30), datatype="FP64"),
             "binary_data_size is 240 bytes; [2, 30] of FP64 takes 480",
         ),
-        (binary_case(FP32_ROW, -120), "binary_data_size must be a non-negative integer"),
-        (binary_case(FP32_ROW, True), "binary_data_size must be a non-negative integer"),
-        (binary_case(FP32_ROW, "120"), "binary_data_size must be a non-negative integer"),
-        (binary_case(FP32_ROW, 120.0), "binary_data_size must be a non-negative integer"),
+        (binary_case(FP32_ROW, -120), NOT_A_BYTE_COUNT),
+        (binary_case(FP32_ROW, True), NOT_A_BYTE_COUNT),
+        (binary_case(FP32_ROW, "120"), NOT_A_BYTE_COUNT),
+        (binary_case(FP32_ROW, 120.0), NOT_A_BYTE_COUNT),
+        (binary_case(FP32_ROW, None), NOT_A_BYTE_COUNT),  # null is not absent
+        (binary_case(FP32_ROW, 2**64), NOT_A_BYTE_COUNT),  # JSON parsers read it as a float
         (
             binary_case(FP32_ROW, 120, data=[MARK] * 30),
             "input 'features' has both 'data' and binary_data_size",
