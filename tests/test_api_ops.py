@@ -25,7 +25,9 @@ def test_health_and_metrics_need_no_key(client: TestClient) -> None:
         assert client.get(path).status_code == 200
 
 
-def test_head_on_the_health_routes_answers_as_get_without_a_body(client_factory: Any) -> None:
+def test_head_on_the_health_and_metrics_routes_answers_as_get_without_a_body(
+    client_factory: Any,
+) -> None:
     served, unloaded = client_factory(), client_factory(model_path=Path("absent.joblib"))
     for client, ready in ((served, 200), (unloaded, 503)):
         for path, status in (
@@ -37,6 +39,9 @@ def test_head_on_the_health_routes_answers_as_get_without_a_body(client_factory:
             assert (head.status_code, get.status_code) == (status, status), path
             assert head.headers["content-length"] == get.headers["content-length"]
             assert head.content == b""
+    metrics = served.head("/metrics")  # its length moves with every request counted
+    assert (metrics.status_code, metrics.content) == (200, b"")
+    assert metrics.headers["content-type"].startswith("text/plain")
     assert served.head("/v1/fraud-score").status_code == 405  # only the probes' routes
 
 

@@ -1,4 +1,4 @@
-"""GET (and HEAD) /health (readiness), /health/live (liveness); /metrics: open, for machines."""
+"""GET and HEAD /health (readiness), /health/live (liveness), /metrics: open, for machines."""
 
 from collections.abc import Callable
 from typing import Any
@@ -38,11 +38,13 @@ def answer_head_too(router: APIRouter, *routes: tuple[str, Callable[..., Any]]) 
         router.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
 
 
-answer_head_too(router, ("/health", readiness), ("/health/live", liveness))
-
-
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 def prometheus_metrics() -> Response:
     """Prometheus text, summed over all workers (reads files: a plain def, in the threadpool)."""
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)
+
+
+answer_head_too(
+    router, ("/health", readiness), ("/health/live", liveness), ("/metrics", prometheus_metrics)
+)
