@@ -13,6 +13,7 @@ import numpy as np
 import orjson
 
 from app.features import FEATURE_DTYPE, N_FEATURES
+from app.jsonnames import repeats_a_name
 from app.model import Scores
 
 MODEL_NAME = "fraud"
@@ -103,7 +104,13 @@ def parse_infer(body: bytes, header_length: str | None, max_rows: int) -> InferR
     if type(inputs) is not list or len(inputs) != 1 or type(inputs[0]) is not dict:
         raise TensorError(f"'inputs' must be a list of one tensor, '{INPUT_NAME}'")
     matrix = _matrix(inputs[0], binary, max_rows)
-    return InferRequest(matrix, _outputs(document.get("outputs"), binary_default), request_id)
+    outputs = _outputs(document.get("outputs"), binary_default)
+    if repeats_a_name(header, document, numbers_only=inputs[0].get("data")):
+        raise TensorError(
+            "a name is given twice in one JSON object of the request (parsers differ on which "
+            "value counts)"
+        )
+    return InferRequest(matrix, outputs, request_id)
 
 
 def header_length_of(values: list[str]) -> str | None:

@@ -1011,3 +1011,62 @@ def test_openapi_documents_every_oip_route(client: TestClient) -> None:
     }
     assert operation["security"] == [{"APIKeyHeader": []}]
     assert "security" not in paths["/v2/health/ready"]["get"]
+
+
+REPEATED_NAME = (
+    "a name is given twice in one JSON object of the request (parsers differ on which value counts)"
+)
+
+
+def twice(text: str, name: str, first: str) -> str:
+    """`text` with `"name": first` added before the first `"name":` it has."""
+    return text.replace(f'"{name}": ', f'"{name}": {first}, "{name}": ', 1)
+
+
+@pytest.mark.parametrize(
+    ("name", "first"),
+    [
+        ("data", '["x"]'),  # what would be scored is the last, and only it was checked
+        ("data", json.dumps(ROW)),
+        ("inputs", "[]"),
+        ("id", '"a:b"'),
+        ("datatype", '"BYTES"'),
+        ("parameters", '{"binary_data_output": "yes"}'),
+    ],
+)
+def test_a_name_given_twice_is_400(client: TestClient, name: str, first: str) -> None:
+    document = {**request_with(), "id": "c:d", "parameters": {"binary_data_output": False}}
+    response = infer(client, twice(json.dumps(document), name, first).encode())
+    assert (response.status_code, response.json()) == (400, {"error": REPEATED_NAME})
+
+
+def test_a_name_given_twice_in_a_binary_header_is_400(client: TestClient, rows: np.ndarray) -> None:
+    body, headers = binary_request(rows[:1])
+    header = body[: int(headers[LENGTH])].decode()
+    repeated = twice(header, "binary_data_size", "0").encode()
+    response = infer(client, repeated + body[len(header) :], **{LENGTH: str(len(repeated))})
+    assert (response.status_code, response.json()) == (400, {"error": REPEATED_NAME})
+
+
+@pytest.mark.parametrize(
+    "request_id",
+    ["a:b::c", "ends:", '"quoted": 1, "x": 2', "\\u003a escaped", "é:ü"],
+)
+def test_colons_inside_strings_are_not_taken_for_a_repeated_name(
+    client: TestClient, rows: np.ndarray, request_id: str
+) -> None:
+    # The colons are counted to find a repeated name: those inside strings must not count.
+    document = {
+        "id": request_id,
+        "inputs": [tensor(rows[:2], parameters={"a:b": "c:d"})],
+        "outputs": [{"name": "fraud_score", "parameters": {"binary_data": False}}],
+        "parameters": {"note:x": "y:z:"},
+    }
+    response = infer(client, document)
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] == request_id
+    escaped = json.dumps(document).replace('"a:b"', '"a\\u003ab"').replace('"c:d"', '"c\\u003Ad"')
+    assert infer(client, escaped.encode()).status_code == 200
+    escaped_twice = twice(escaped, "inputs", "[]")
+    response = infer(client, escaped_twice.encode())
+    assert (response.status_code, response.json()) == (400, {"error": REPEATED_NAME})
