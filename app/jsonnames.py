@@ -8,6 +8,7 @@ parser kept plus the colons inside the strings it decoded, unless a member was d
 """
 
 import json
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -54,22 +55,38 @@ def repeats_a_name(text: bytes, document: Any, numbers_only: Any = None) -> bool
     return count_colons(text) != members + colons
 
 
-class _Repeated(Exception):
-    pass
+class Members(dict[str, Any]):
+    """A JSON object's members, and the names it gives more than once, in order."""
+
+    repeated: tuple[str, ...] = ()
 
 
-def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    members = dict(pairs)
+def _noting_repeats(pairs: list[tuple[str, Any]]) -> Members:
+    members = Members(pairs)
     if len(members) != len(pairs):
-        raise _Repeated
+        counts = Counter(name for name, _ in pairs)
+        members.repeated = tuple(name for name, count in counts.items() if count > 1)
     return members
 
 
-def _repeats_a_name_exactly(text: bytes) -> bool:
+def decoded_noting_repeats(text: bytes) -> Any:
+    """`text` decoded by json.loads, which sees every member: each object a Members. None when
+    it is not JSON (or too deep): the caller's own parser says so. It accepts what strict
+    parsers refuse (NaN, huge integers): those are still theirs to judge."""
     try:
-        json.loads(text.decode("utf-8"), object_pairs_hook=_unique_members)
-    except _Repeated:
-        return True
-    except (ValueError, RecursionError):  # the caller's parser accepted it: judged there
-        return False
+        return json.loads(text.decode("utf-8"), object_pairs_hook=_noting_repeats)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _repeats_a_name_exactly(text: bytes) -> bool:
+    pending = [decoded_noting_repeats(text)]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, Members):
+            if value.repeated:
+                return True
+            pending += value.values()
+        elif type(value) is list:
+            pending += value
     return False

@@ -15,8 +15,6 @@ than the model scores.
 """
 
 import functools
-import json
-from collections import Counter
 from collections.abc import Callable, Mapping
 from itertools import chain
 from typing import Annotated, Any, TypeVar, cast
@@ -29,7 +27,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from app.errors import MAX_REPORTED_ERRORS, validation_error
 from app.features import FEATURE_DTYPE, FEATURE_NAMES, N_FEATURES, row_values, to_matrix
-from app.jsonnames import count_colons
+from app.jsonnames import Members, count_colons, decoded_noting_repeats
 
 Parsed = TypeVar("Parsed")
 
@@ -72,35 +70,14 @@ def require_json(headers: Mapping[str, str]) -> None:
     )
 
 
-class _Members(dict[str, Any]):
-    """A JSON object's members, and the names it gives more than once, in order."""
-
-    repeated: tuple[str, ...] = ()
-
-
-def _members(pairs: list[tuple[str, Any]]) -> _Members:
-    members = _Members(pairs)
-    if len(members) != len(pairs):
-        counts = Counter(name for name, _ in pairs)
-        members.repeated = tuple(name for name, count in counts.items() if count > 1)
-    return members
-
-
 REPEATED_FIELD = "Field given more than once"
 
 
 def repeated_fields(body: bytes) -> list[tuple[str | int, ...]]:
     """Where a name is given twice: in the body's object, or in an object of one of its lists
-    (a batch's transactions), located as pydantic locates a field; none for any other body.
-
-    json.loads with a hook sees every member, where the fast parsers keep the last. It accepts
-    what the strict models refuse (NaN, huge integers): those are still theirs to judge.
-    """
-    try:
-        document = json.loads(body.decode("utf-8"), object_pairs_hook=_members)
-    except (ValueError, RecursionError):  # not JSON, or too deep: the strict models say so
-        return []
-    if not isinstance(document, _Members):
+    (a batch's transactions), located as pydantic locates a field; none for any other body."""
+    document = decoded_noting_repeats(body)
+    if not isinstance(document, Members):
         return []
     locations: list[tuple[str | int, ...]] = [(name,) for name in document.repeated]
     for key, value in document.items():
@@ -108,7 +85,7 @@ def repeated_fields(body: bytes) -> list[tuple[str | int, ...]]:
             locations += [
                 (key, index, name)
                 for index, item in enumerate(value)
-                if isinstance(item, _Members)
+                if isinstance(item, Members)
                 for name in item.repeated
             ]
     return locations
