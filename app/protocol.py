@@ -41,6 +41,11 @@ DRAIN = 1.0
 log = logging.getLogger("app.request")
 
 _SHUTTING_DOWN = "The service is shutting down: retry the request"
+_HEAD_TOO_LARGE = f"Request line and headers larger than {HEAD_LIMIT} bytes"
+
+
+class _HeadTooLarge(Exception):
+    """Raised in a parser callback to stop parsing a head found over HEAD_LIMIT."""
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -63,6 +68,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._lingering = False  # answered for good: input is dropped until the connection ends
         self._discarding = False  # a body the parser refused: the app answers, input is dropped
         self._draining = False
+        self._head_bytes = 0  # of the request line's target and the headers, as parsed
+        self._parse_refusal: tuple[int, str] | None = None
+        self._refusal_after: bytes | None = None  # sent once the requests before it are answered
         self.url = b""
 
     # --- connection --------------------------------------------------------------------------
@@ -117,7 +125,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             if self._lingering or self.transport.is_closing():
                 return
             if not self._in_body and self._head_room == 0:  # still the same head: over the limit
-                self._refuse(431, f"Request line and headers larger than {HEAD_LIMIT} bytes")
+                self._refuse(431, _HEAD_TOO_LARGE)
                 return
             view = view[room:]
 
@@ -136,9 +144,24 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if not self._awaiting_head:  # a pipelined request, starting inside the previous read
             self._awaiting_head = True
             self._head_started = self.loop.time()
+        self._head_bytes = 0
         super().on_message_begin()
 
+    def on_url(self, url: bytes) -> None:
+        self._head_bytes += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value) + 4  # ": " and CRLF
+        super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
+        # The bytes fed are counted against HEAD_LIMIT, but not those of a head that begins in
+        # the middle of a read (after a pipelined request): its size, from what was parsed.
+        method = self.parser.get_method()
+        if len(method) + len(b"  HTTP/1.1\r\n\r\n") + self._head_bytes > HEAD_LIMIT:
+            self._parse_refusal = (431, _HEAD_TOO_LARGE)
+            raise _HeadTooLarge  # stops the parser here; uvicorn calls send_400_response
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
@@ -157,10 +180,19 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
-        if self._lingering:  # the connection ends here: no pipelined request, no keep-alive
-            self.server_state.total_requests += 1
+        if not self._lingering:
+            super().on_response_complete()
             return
-        super().on_response_complete()
+        # The connection ends after the requests already read: no keep-alive, nothing new.
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        if self.pipeline:
+            self._start_asgi_task(*self.pipeline.pop())
+        elif self._refusal_after is not None:
+            self.transport.write(self._refusal_after)
+            self._refusal_after = None
+            self._end_with_fin()
 
     # --- refusals ----------------------------------------------------------------------------
 
@@ -182,7 +214,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         )
 
     def send_400_response(self, msg: str) -> None:
-        self._refuse(400, "Invalid HTTP request")  # JSON like every other error
+        # JSON like every other error; a refusal decided inside a parser callback is its own.
+        refusal, self._parse_refusal = self._parse_refusal, None
+        self._refuse(*(refusal or (400, "Invalid HTTP request")))
 
     def _refuse(self, status: int, detail: str) -> None:
         """Answer a request the app never saw, log and count it, and close the connection."""
@@ -206,11 +240,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         line: dict[str, Any] = {"method": method, "path": logged_path[:256]}
         line |= {"route": "unmatched", "status": status, "request_id": request_id}
         log.info("request", extra=line | {"latency_ms": round(seconds * 1000, 3)})
-        if self.cycle is not None and not self.cycle.response_complete:
-            # A response is under way on this connection: close after it rather than interleave.
-            self.cycle.keep_alive = False
-            self._stop_reading_requests()
-            return
         body = orjson.dumps(message_body(path, detail))
         head = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
@@ -219,6 +248,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             b"content-type: application/json\r\ncontent-length: %d\r\nx-request-id: %s\r\n"
             b"connection: close\r\n\r\n" % (len(body), request_id.encode())
         )
+        if self.cycle is not None and not self.cycle.response_complete:
+            # Requests before this one are being answered: answer it after them, in order.
+            self._stop_reading_requests()
+            self._refusal_after = b"".join(head) + body
+            return
         self.transport.write(b"".join(head) + body)
         self.close_politely()
 
@@ -248,6 +282,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._lingering or self.transport.is_closing():
             return
         self._stop_reading_requests()
+        self._end_with_fin()
+
+    def _end_with_fin(self) -> None:
         if self._end_timer is not None:
             self._end_timer.cancel()
         self.flow.resume_reading()
@@ -260,7 +297,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def shutdown(self) -> None:
         """Called by uvicorn's server for every connection when a SIGTERM starts the shutdown."""
         if self._lingering:  # answered for good already: nothing left to drain
-            self.transport.close()
+            if self.cycle is None or self.cycle.response_complete:
+                self.transport.close()
+            else:  # requests read before a refusal are still being answered: the last one closes
+                self.cycle.keep_alive = False
+                self._refusal_after = None
             return
         self._draining = True
         grace = self.config.timeout_graceful_shutdown

@@ -347,6 +347,51 @@ def test_pipelined_requests_are_each_answered(server: Server) -> None:
         assert closed_by_server(sock)
 
 
+def tagged(request_id: str) -> bytes:
+    return f"GET /health/live HTTP/1.1\r\nHost: test\r\nX-Request-ID: {request_id}\r\n\r\n".encode()
+
+
+@pytest.mark.parametrize(
+    ("bad", "status"),
+    [
+        (b"GET /health HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", 400),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400),  # TLS to the plain port
+        (head_of_size(HEAD_LIMIT + 1), 431),
+    ],
+    ids=["two-content-lengths", "tls", "head-over-the-limit"],
+)
+@pytest.mark.parametrize("before", [1, 2, 3])
+def test_a_bad_request_pipelined_after_good_ones_is_answered_after_them(
+    server: Server, bad: bytes, status: int, before: int
+) -> None:
+    """Every request read before the bad one is answered, in order, then the refusal, then the
+    close (with two or more, the connection used to hang, unanswered, and lose a request)."""
+    ids = [f"pipelined-{before}-{status}-{n}-{time.monotonic_ns()}" for n in range(before)]
+    with socket.create_connection(address(server), timeout=20) as sock:
+        sock.sendall(b"".join(map(tagged, ids)) + bad)
+        answered = [read_response(sock) for _ in range(before)]
+        refusal = read_response(sock)
+        assert closed_by_server(sock)
+    assert [(r.status, r.headers["x-request-id"]) for r in answered] == [(200, i) for i in ids]
+    assert refusal.status == status
+    assert refusal.headers["connection"] == "close"
+    assert "detail" in json.loads(refusal.body)
+
+
+@pytest.mark.parametrize("size", [HEAD_LIMIT + 1, 2 * HEAD_LIMIT])
+def test_a_head_over_the_limit_starting_inside_a_read_is_431(server: Server, size: int) -> None:
+    """The head after a pipelined request begins in the middle of a read, where the bytes fed
+    to the parser are not counted as its own: its size is taken from what was parsed."""
+    with socket.create_connection(address(server), timeout=20) as sock:
+        sock.sendall(tagged("first") + head_of_size(size))
+        assert read_response(sock).status == 200
+        assert read_response(sock).status == 431
+        assert closed_by_server(sock)
+    with socket.create_connection(address(server), timeout=20) as sock:
+        sock.sendall(tagged("first") + head_of_size(HEAD_LIMIT))
+        assert [read_response(sock).status for _ in range(2)] == [200, 200]
+
+
 def test_large_batch_in_large_reads_is_served(server: Server) -> None:
     """Small headers, then an 800 KB body in the same reads: the head limit is not the body's."""
     features, _ = generate(rows=1000, seed=3)
