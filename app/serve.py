@@ -6,6 +6,7 @@ it is found here, in the parent, before any worker starts, and the process exits
 
 import argparse
 import asyncio
+import errno
 import functools
 import logging
 import math
@@ -17,6 +18,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
@@ -103,16 +105,23 @@ def bind_reuse_port(host: str, port: int, backlog: int) -> socket.socket:
     return sock
 
 
-def port_is_free(host: str, port: int) -> bool:
-    """Checked in the parent: workers that cannot bind would only say so one by one."""
+def why_not_listen(host: str, port: int) -> str | None:
+    """Why the workers could not listen there, or None: checked in the parent, as workers that
+    cannot bind would only say so one by one, and be restarted."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
-        except OSError:
-            return False
-    return True
+        except socket.gaierror:
+            return "the host name does not resolve to an address"
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return "address in use"
+            if error.errno == errno.EADDRNOTAVAIL:
+                return "not an address of this machine"
+            return os.strerror(error.errno) if error.errno else type(error).__name__
+    return None
 
 
 class Supervisor(Multiprocess):
@@ -181,15 +190,30 @@ def convert_once_for_workers(settings: Settings) -> Path | None:
     return directory
 
 
+def integer_from(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer from `low` to `high`, or a usage error saying so."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be an integer from {low} to {high}")
+        return value
+
+    return parse
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8888)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--timeout-keep-alive", type=int, default=75)
+    parser.add_argument("--port", type=integer_from(1, 65535), default=8888)
+    parser.add_argument("--workers", type=integer_from(1, 64), default=2)
+    parser.add_argument("--timeout-keep-alive", type=integer_from(1, 3600), default=75)
     parser.add_argument(
         "--timeout-graceful-shutdown",
-        type=int,
+        type=integer_from(1, 3600),
         default=20,
         help="seconds within which a SIGTERM ends the service: requests under way are finished "
         "first, and those still stuck near the end are cancelled (20)",
@@ -216,8 +240,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = get_settings_or_exit()
-    if not port_is_free(args.host, args.port):
-        print(f"cannot listen on {args.host}:{args.port}: address in use", file=sys.stderr)
+    if problem := why_not_listen(args.host, args.port):
+        print(f"cannot listen on {args.host}:{args.port}: {problem}", file=sys.stderr)
         return 2
     metrics_path, own_metrics_path = prepare_metrics_dir()
     conversion_dir = convert_once_for_workers(settings)
