@@ -117,9 +117,11 @@ class Settings(BaseSettings):
     @classmethod
     def _parseable_rate(cls, value: str) -> str:
         try:
-            parse_many(value)
+            items = parse_many(value)
         except ValueError:
             raise ValueError("must look like '6000/minute' (or '100/second;6000/minute')") from None
+        if any(item.amount < 1 for item in items):  # 0/minute would refuse every request
+            raise ValueError("must allow at least 1 request per period")
         return value
 
     @field_validator("rate_limit_storage_uri")

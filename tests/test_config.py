@@ -122,6 +122,8 @@ def test_placeholder_is_the_one_in_env_example() -> None:
         ("MAX_BATCH_SIZE", "many"),
         ("MODEL_SHA256", "abc123"),
         ("RATE_LIMIT", "lots"),
+        ("RATE_LIMIT", "0/minute"),  # every request a 429, forever
+        ("RATE_LIMIT", "100/second;0/hour"),
         ("RATE_LIMIT_STORAGE_URI", "mongodb://db"),
         ("MODEL_VERSION", "v1/2"),  # /v2's /versions/{version} paths could not be reached
         ("MODEL_VERSION", "1.0 beta"),
