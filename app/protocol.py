@@ -17,7 +17,7 @@ Plain uvicorn runs it with `--http app.protocol:BoundedHttpToolsProtocol`.
 import asyncio
 import logging
 import uuid
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import orjson
 from starlette.exceptions import HTTPException
@@ -169,6 +169,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_room = HEAD_LIMIT
         self._in_body = True
         super().on_headers_complete()
+        if self.expect_100_continue and self.cycle is not None:
+            self.cycle.__class__ = _ContinueCycle
+            cast(_ContinueCycle, self.cycle).connection = self
         if self._draining and self.cycle is not None:
             self._last_request_before_exit(self.cycle)
 
@@ -341,6 +344,20 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is not None and not cycle.response_started:
             self._refuse_through_app(cycle, 503, _SHUTTING_DOWN)
+
+
+class _ContinueCycle(RequestResponseCycle):
+    """A request that sent `Expect: 100-continue`. Answered before its 100 Continue (a 403, a
+    413), its client may never send the body (RFC 9110 §10.1.1), and its next request would be
+    read as that body: the answer says `Connection: close`, and the connection then closes."""
+
+    connection: "BoundedHttpToolsProtocol"
+
+    async def send(self, message: Any) -> None:
+        if message["type"] == "http.response.start" and self.waiting_for_100_continue:
+            self.keep_alive = False
+            self.transport = _ClosingPolitely(self.connection)
+        await super().send(message)
 
 
 class _Refused(asyncio.Event):

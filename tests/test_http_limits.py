@@ -392,6 +392,42 @@ def test_a_head_over_the_limit_starting_inside_a_read_is_431(server: Server, siz
         assert [read_response(sock).status for _ in range(2)] == [200, 200]
 
 
+def expecting(key: str, length: int) -> bytes:
+    return (
+        f"POST {SCORE} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        f"X-API-Key: {key}\r\nContent-Length: {length}\r\nExpect: 100-continue\r\n\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize(("key", "length", "status"), [("wrong", 900, 403), (API_KEY, MIB, 413)])
+def test_an_answer_before_100_continue_closes_the_connection(
+    server: Server, key: str, length: int, status: int
+) -> None:
+    """The client may then never send its body (RFC 9110 §10.1.1), and its next request would
+    be read as that body: the answer says so and the connection closes."""
+    with socket.create_connection(address(server), timeout=20) as sock:
+        sock.sendall(expecting(key, length))
+        response = read_response(sock)
+        assert (response.status, response.headers["connection"]) == (status, "close")
+        sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: test\r\n\r\n")  # not a body
+        assert closed_by_server(sock)
+
+
+def test_after_100_continue_the_connection_is_kept(
+    server: Server, mock_body: dict[str, float]
+) -> None:
+    body = json.dumps(mock_body).encode()
+    with socket.create_connection(address(server), timeout=20) as sock:
+        sock.sendall(expecting(API_KEY, len(body)))
+        assert sock.recv(25) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        response = read_response(sock)
+        assert response.status == 200
+        assert "connection" not in response.headers
+        sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: test\r\n\r\n")
+        assert read_response(sock).status == 200
+
+
 def test_large_batch_in_large_reads_is_served(server: Server) -> None:
     """Small headers, then an 800 KB body in the same reads: the head limit is not the body's."""
     features, _ = generate(rows=1000, seed=3)
