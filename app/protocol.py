@@ -336,14 +336,18 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _drain_ended(self) -> None:
         self._end_timer = None
-        if self.cycle is None or self.cycle.response_complete:
+        if (self.cycle is None or self.cycle.response_complete) and not self._awaiting_head:
             self.transport.close()
+        # A head on its way is answered once whole (Connection: close), or refused by its 408
+        # or, near the end of the grace period, by _give_up.
 
     def _give_up(self) -> None:
         self._give_up_timer = None
         cycle = self.cycle
         if cycle is not None and not cycle.response_started:
             self._refuse_through_app(cycle, 503, _SHUTTING_DOWN)
+        elif self._awaiting_head and not self._lingering:
+            self._refuse(503, _SHUTTING_DOWN)
 
 
 class _ContinueCycle(RequestResponseCycle):
