@@ -44,8 +44,17 @@ _SHUTTING_DOWN = "The service is shutting down: retry the request"
 _HEAD_TOO_LARGE = f"Request line and headers larger than {HEAD_LIMIT} bytes"
 
 
-class _HeadTooLarge(Exception):
-    """Raised in a parser callback to stop parsing a head found over HEAD_LIMIT."""
+_UNKNOWN_CODING = "Transfer-Encoding other than chunked is not supported"
+_TRANSFER_ENCODING = b"transfer-encoding"
+
+
+def _codings_beyond_chunked(value: bytes) -> bool:
+    return any(coding.strip().lower() != b"chunked" for coding in value.split(b","))
+
+
+class _RefusedInParser(Exception):
+    """Raised in a parser callback, after setting _parse_refusal, to stop parsing the request:
+    httptools then fails, and uvicorn calls send_400_response, which sends that refusal."""
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -153,6 +162,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_bytes += len(name) + len(value) + 4  # ": " and CRLF
+        if name.lower() == _TRANSFER_ENCODING and _codings_beyond_chunked(value):
+            # httptools reads `gzip, chunked` as chunked alone: the body would be taken for
+            # what it is not. RFC 9112 §6.1: 501 for a coding the server does not know.
+            self._parse_refusal = (501, _UNKNOWN_CODING)
+            raise _RefusedInParser
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
@@ -161,7 +175,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         method = self.parser.get_method()
         if len(method) + len(b"  HTTP/1.1\r\n\r\n") + self._head_bytes > HEAD_LIMIT:
             self._parse_refusal = (431, _HEAD_TOO_LARGE)
-            raise _HeadTooLarge  # stops the parser here; uvicorn calls send_400_response
+            raise _RefusedInParser
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None

@@ -443,6 +443,21 @@ def test_large_batch_in_large_reads_is_served(server: Server) -> None:
     assert len(json.loads(response.body)["results"]) == 1000
 
 
+@pytest.mark.parametrize("codings", ["gzip, chunked", "deflate,chunked", "identity, chunked"])
+def test_a_transfer_coding_other_than_chunked_is_501(server: Server, codings: str) -> None:
+    """httptools reads `gzip, chunked` as chunked alone: the body would be scored as sent."""
+    chunk = b'{"Time": 0}'
+    request = (
+        f"POST {SCORE} HTTP/1.1\r\nHost: test\r\nX-API-Key: {API_KEY}\r\n"
+        f"Transfer-Encoding: {codings}\r\n\r\n"
+    ).encode() + b"%x\r\n%s\r\n0\r\n\r\n" % (len(chunk), chunk)
+    response = exchange(server, request)
+    assert response.status == 501
+    assert json.loads(response.body) == {
+        "detail": "Transfer-Encoding other than chunked is not supported"
+    }
+
+
 def test_invalid_request_is_a_json_400(server: Server) -> None:
     response = exchange(server, b"NOT HTTP AT ALL\r\n\r\n")
     assert response.status == 400
