@@ -63,9 +63,12 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_context)
         except asyncio.CancelledError:
-            # Cancelled at the end of a graceful shutdown: app.protocol answers it 503 itself.
+            # Cancelled at the end of a graceful shutdown: app.protocol answers it 503 itself;
+            # an answer already under way is cut short, and the log line says so.
             if not response_started:
                 status = 503
+            else:
+                state["cut_short"] = True
             raise
         except Exception:
             log.exception("unhandled error", extra={"request_id": request_id})
@@ -92,7 +95,7 @@ class RequestContextMiddleware:
             "latency_ms": round(seconds * 1000, 3),
             "request_id": state["request_id"],
         }
-        for key in ("model_version", "score_bucket", "transactions", "client"):
+        for key in ("model_version", "score_bucket", "transactions", "client", "cut_short"):
             if key in state:
                 line[key] = state[key]
         log.info("request", extra=line)
