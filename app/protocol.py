@@ -6,8 +6,12 @@ uvicorn's httptools protocol buffers a request's line and headers without limit 
 - headers not complete HEAD_TIMEOUT seconds after the request's first byte: 408;
 - body not complete BODY_TIMEOUT seconds after the headers: 408, rendered by the app (its log
   line, metrics and error shape), whose next `receive()` raises an HTTPException;
+- a Transfer-Encoding other than chunked (`gzip, chunked`): 501, as httptools would read it as
+  chunked alone;
 - each of these closes the connection politely: the answer, a FIN, then whatever the client still
   sends is read and dropped for LINGER seconds at most, so a client still sending can read it;
+  requests pipelined before the refused one are answered first, in order;
+- an answer to `Expect: 100-continue` sent before the 100 closes the connection the same way;
 - on shutdown an idle keep-alive connection may still bring one request for DRAIN seconds (it is
   answered with `Connection: close` instead of being reset), and a request still waiting for its
   body near the end of the grace period is answered 503 rather than cut off.
