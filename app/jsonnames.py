@@ -14,8 +14,6 @@ from typing import Any
 import numpy as np
 
 _COLON = np.uint8(ord(":"))
-
-
 _SMALL = 16_384  # below this, bytes.count is the faster (NumPy's set-up is ~4 µs)
 
 

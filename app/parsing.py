@@ -109,6 +109,10 @@ def strict(model: type[BaseModel], body: bytes) -> Any:
     integers as errors, with the location of each (json.loads would accept some of them).
     """
     refuse_repeated_fields(body)
+    return _validated(model, body)
+
+
+def _validated(model: type[BaseModel], body: bytes) -> Any:
     try:
         return model.model_validate_json(body)
     except ValidationError as error:
@@ -134,10 +138,10 @@ def strict_batch(
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return strict(model, body)
+        return _validated(model, body)
     items = document.get("transactions") if type(document) is dict else None
     if type(items) is not list or len(document) != 1:
-        return strict(model, body)
+        return _validated(model, body)
     if not 1 <= len(items) <= max_rows:
         try:
             _lengths(max_rows).validate_python(items)
@@ -153,7 +157,8 @@ def strict_batch(
                 break
     if errors:
         raise RequestValidationError(errors[:MAX_REPORTED_ERRORS])
-    return strict(model, body)  # every transaction passes: the batch's rules have the last word
+    # Every transaction passes (and no name is repeated): the batch's rules have the last word.
+    return _validated(model, body)
 
 
 @functools.cache
@@ -180,7 +185,7 @@ def fast_transaction(body: bytes) -> np.ndarray | None:
         transaction = _single.decode(body)
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None
-    if body.count(b":") != N_FEATURES:  # a name given twice (see app/jsonnames.py)
+    if count_colons(body) != N_FEATURES:  # a name given twice (see app/jsonnames.py)
         return None
     return _finite(np.array([_astuple(transaction)], dtype=FEATURE_DTYPE))
 
