@@ -28,6 +28,10 @@ class DataError(ValueError):
     """The training data cannot be used; the message says why."""
 
 
+class OutputError(OSError):
+    """The artifacts cannot be written where --out says; the message says why."""
+
+
 def read_data(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Features and labels from a CSV or Parquet file of the public data set's columns, every
     cell checked by the request body's rules (app/offline.py); `Class` is the label."""
@@ -132,13 +136,12 @@ def export(
     from app.conversion import to_served_onnx_bytes
     from app.engines import SklearnEngine
 
-    stem = out.with_suffix("")
-    stem.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     joblib.dump(model, buffer)
-    payloads = {stem.with_suffix(".joblib"): buffer.getvalue()}
+    # Only the last suffix changes: `m.v2.joblib` → `m.v2.onnx`, beside `m.v2.card.json`.
+    payloads = {out.with_suffix(".joblib"): buffer.getvalue()}
     if onnx:
-        payloads[stem.with_suffix(".onnx")] = to_served_onnx_bytes(SklearnEngine(model), card)
+        payloads[out.with_suffix(".onnx")] = to_served_onnx_bytes(SklearnEngine(model), card)
     artifacts = {}
     for path, payload in payloads.items():
         _write_atomically(path, payload)
@@ -147,6 +150,22 @@ def export(
             "sha256": hashlib.sha256(payload).hexdigest(),
         }
     return artifacts
+
+
+def check_writable(out: Path) -> None:
+    """Raise OutputError unless the artifacts can be written beside `out`: found before the
+    training, not after it."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise OutputError(f"cannot write {out}: {_reason(error)}") from None
+
+
+def _reason(error: OSError) -> str:
+    return os.strerror(error.errno) if error.errno else type(error).__name__
 
 
 def _write_atomically(path: Path, payload: bytes) -> None:
@@ -216,8 +235,11 @@ def train_and_write(
 ) -> dict[str, Any]:
     """Train, export the artifact(s) beside `out` and write the card; return the card."""
     model, sections = train(features, labels, trees=trees, seed=seed, threshold=threshold)
-    artifacts = export(model, out, onnx=onnx, card=sections)
-    card = {
+    try:
+        artifacts = export(model, out, onnx=onnx, card=sections)
+    except OSError as error:  # became unwritable during the training: a full disk, say
+        raise OutputError(f"cannot write {out}: {_reason(error)}") from None
+    card: dict[str, Any] = {
         "features": list(FEATURE_NAMES),
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "estimator": type(model).__name__,
@@ -227,7 +249,10 @@ def train_and_write(
         **sections,
         "artifacts": artifacts,
     }
-    write_card(out, card)
+    try:
+        write_card(out, card)
+    except OSError as error:
+        raise OutputError(f"cannot write {card_path(out)}: {_reason(error)}") from None
     return card
 
 
@@ -235,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     try:
+        check_writable(args.out)
         if args.data:
             features, labels = read_data(args.data)
             data: dict[str, Any] = {"source": _data_format(args.data), "file": args.data.name}
@@ -251,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             threshold=args.threshold,
             onnx=not args.no_onnx,
         )
-    except DataError as error:
+    except (DataError, OutputError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     metrics = card["metrics"]

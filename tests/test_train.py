@@ -200,6 +200,25 @@ def test_missing_csv_file_is_a_clear_error(tmp_path: Path) -> None:
     assert "cannot read" in result.stderr
 
 
+def test_an_out_name_with_dots_keeps_them_in_every_artifact(tmp_path: Path) -> None:
+    out = tmp_path / "fraud-model.v2.joblib"
+    result = run_train("--rows", "2000", "--trees", "2", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    written = {"fraud-model.v2.joblib", "fraud-model.v2.onnx", "fraud-model.v2.card.json"}
+    assert {path.name for path in tmp_path.iterdir()} == written
+    assert set(json.loads(card_path(out).read_text())["artifacts"]) == written - {
+        "fraud-model.v2.card.json"
+    }
+
+
+@pytest.mark.parametrize("out", ["/etc/passwd/m.joblib", "/proc/m.joblib"])
+def test_an_unwritable_out_is_refused_in_one_line(out: str) -> None:
+    result = run_train("--rows", "2000", "--trees", "2", "--out", out)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: cannot write {out}: ")
+    assert len(result.stderr.splitlines()) == 1
+
+
 # The image's model stage trains in serving's venv, which has no offline requirements: a finder
 # that refuses them stands in for it (a None in sys.modules would upset scikit-learn's checks).
 WITHOUT_OFFLINE_REQUIREMENTS = (
