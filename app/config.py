@@ -1,5 +1,6 @@
 """Settings read from the environment (or `.env`), validated once before anything serves."""
 
+import os
 import re
 import sys
 from functools import lru_cache
@@ -15,6 +16,7 @@ from app.features import DEFAULT_STORE_PREFIX
 
 PLACEHOLDER_API_KEY = "replace-me-with-a-random-key-of-32-chars"
 MIN_API_KEY_LENGTH = 16
+ENV_FILE = ".env"
 STARTUP_FAILURE = 3  # uvicorn.config.STARTUP_FAILURE: its supervisor gives up on this status
 MAKE_A_KEY = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 _VERSION = re.compile(r"[A-Za-z0-9._+~:-]{1,64}")
@@ -39,7 +41,7 @@ class Settings(BaseSettings):
     """The contract's configuration; every field is an environment variable of the same name."""
 
     model_config = SettingsConfigDict(
-        env_file=".env",
+        env_file=ENV_FILE,
         env_file_encoding="utf-8",
         extra="ignore",
         frozen=True,
@@ -148,6 +150,14 @@ def describe_error(error: ValidationError) -> str:
     return "configuration error: " + "; ".join(problems)
 
 
+def describe_unreadable_env_file(error: OSError | UnicodeDecodeError) -> str:
+    """Why `.env` could not be read, without a byte of it (it holds the key)."""
+    if isinstance(error, UnicodeDecodeError):
+        return f"cannot read {ENV_FILE}: not UTF-8 text (at byte {error.start})"
+    reason = os.strerror(error.errno) if error.errno else type(error).__name__
+    return f"cannot read {ENV_FILE}: {reason}"
+
+
 @lru_cache
 def get_settings() -> Settings:
     """The process's settings, read once."""
@@ -164,4 +174,7 @@ def get_settings_or_exit() -> Settings:
         return get_settings()
     except ValidationError as error:
         print(describe_error(error), file=sys.stderr)
+        raise SystemExit(STARTUP_FAILURE) from None
+    except (OSError, UnicodeDecodeError) as error:
+        print(f"configuration error: {describe_unreadable_env_file(error)}", file=sys.stderr)
         raise SystemExit(STARTUP_FAILURE) from None

@@ -319,6 +319,17 @@ def test_the_store_comes_from_dotenv_without_an_api_key(
     assert server.client().exists("from-env:meta", "from-env:txn:tx-000") == 2
 
 
+def test_a_dotenv_that_is_not_utf8_is_a_clear_error(tmp_path: Path) -> None:
+    env = b"FEATURE_STORE_PREFIX=caf\xe9\n"
+    (tmp_path / ".env").write_bytes(env)
+    result = run_store("push", cwd=tmp_path, stdin="")
+    assert result.returncode == 2
+    assert result.stderr.endswith(
+        f"error: cannot read .env: not UTF-8 text (at byte {env.index(0xE9)})\n"
+    ), result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -164,6 +164,36 @@ def test_bad_configuration_refuses_to_start(
         assert secret not in output
 
 
+NOT_UTF8 = b"API_KEY=a-perfectly-good-key-123456\nAPP_VERSION=caf\xe9\n"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(("-m", "app", "--host", "127.0.0.1"), id="start-command"),
+        pytest.param(("-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"), id="plain-uvicorn"),
+    ],
+)
+def test_a_dotenv_that_is_not_utf8_refuses_to_start_naming_the_file(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    (tmp_path / ".env").write_bytes(NOT_UTF8)
+    environment = {k: v for k, v in service_env().items() if k != "API_KEY"}
+    result = subprocess.run(
+        [sys.executable, *command, "--port", str(free_port())],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 3
+    assert result.stdout + result.stderr == (
+        f"configuration error: cannot read .env: not UTF-8 text (at byte {NOT_UTF8.index(0xE9)})\n"
+    )
+
+
 # --- (2) a running server: the curl flow, the SLO, both workers -----------------------------------
 
 

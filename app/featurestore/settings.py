@@ -5,11 +5,11 @@ from typing import Any
 from pydantic import BaseModel, ValidationError, create_model
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.config import Settings, describe_error
+from app.config import ENV_FILE, Settings, describe_error, describe_unreadable_env_file
 
 
 class _FromEnvironment(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    model_config = SettingsConfigDict(env_file=ENV_FILE, env_file_encoding="utf-8", extra="ignore")
 
 
 # The service's own field definitions (defaults, bounds, patterns), so the two cannot drift.
@@ -35,3 +35,5 @@ def store_settings(**overrides: Any) -> Any:
         )
     except ValidationError as error:
         raise ValueError(describe_error(error).removeprefix("configuration error: ")) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(describe_unreadable_env_file(error)) from None
