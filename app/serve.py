@@ -263,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
             # uvicorn raises the signal again once it has shut down; this handler then lets the
             # start command return 0 instead of dying of the SIGTERM it already handled.
             signal.signal(signal.SIGTERM, lambda *_: None)
-            uvicorn.Server(config).run()
+            # Our socket, not one uvicorn opens itself: the draining server accepts what the
+            # kernel queued on it before closing it, as each worker of several does.
+            DrainingServer(config).run(sockets=[config.bind_socket()])
         elif args.balance == "reuseport":
             # uvicorn's supervisor (restarts, signals) with our worker class; uvicorn is pinned.
             multiprocess.Process = ReusePortWorker  # type: ignore[misc]

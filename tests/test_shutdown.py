@@ -177,8 +177,16 @@ def test_heads_arriving_at_sigterm_are_answered_once_whole_or_503_near_the_bound
     assert exited_after < bound + 1
 
 
+@pytest.mark.parametrize(
+    ("workers", "connection"),
+    [(2, "keep-alive"), (1, "keep-alive"), (2, "close"), (1, "close")],
+)
 def test_clients_posting_at_sigterm_lose_no_request(
-    workdir: Path, onnx_model_path: Path, mock_body: dict[str, float]
+    workdir: Path,
+    onnx_model_path: Path,
+    mock_body: dict[str, float],
+    workers: int,
+    connection: str,
 ) -> None:
     """20 keep-alive clients post in a loop; SIGTERM; each goes on until it cannot connect.
 
@@ -186,11 +194,11 @@ def test_clients_posting_at_sigterm_lose_no_request(
     connection the worker closed, or on a connection the kernel had queued for a worker that
     then closed its listening socket. A refused connection sent nothing and is how clients stop.
     """
-    server = start_server(workdir, MODEL_PATH=onnx_model_path)
+    server = start_server(workdir, workers=workers, MODEL_PATH=onnx_model_path)
     body = json.dumps(mock_body).encode()
     request = (
         f"POST /v1/fraud-score HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-        f"X-API-Key: {API_KEY}\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"X-API-Key: {API_KEY}\r\nContent-Length: {len(body)}\r\nConnection: {connection}\r\n\r\n"
     ).encode() + body
     outcomes: Counter[str] = Counter()
     lock = threading.Lock()
