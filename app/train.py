@@ -217,6 +217,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.out.suffix not in (".joblib", ".onnx"):
         parser.error("--out must end in .joblib or .onnx")
+    if args.no_onnx and args.out.suffix == ".onnx":
+        parser.error("--no-onnx writes no .onnx: give --out a .joblib name")
     if args.rows < 10 or args.trees < 1 or not 0 <= args.threshold <= 100:
         parser.error("--rows must be at least 10, --trees at least 1, --threshold within 0..100")
     return args

@@ -211,6 +211,13 @@ def test_an_out_name_with_dots_keeps_them_in_every_artifact(tmp_path: Path) -> N
     }
 
 
+def test_no_onnx_with_an_onnx_out_is_a_usage_error(tmp_path: Path) -> None:
+    result = run_train("--rows", "2000", "--out", str(tmp_path / "m.onnx"), "--no-onnx")
+    assert result.returncode == 2
+    assert "--no-onnx writes no .onnx" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("out", ["/etc/passwd/m.joblib", "/proc/m.joblib"])
 def test_an_unwritable_out_is_refused_in_one_line(out: str) -> None:
     result = run_train("--rows", "2000", "--trees", "2", "--out", out)
