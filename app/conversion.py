@@ -140,8 +140,10 @@ def convert_for_workers(model_path: Path, expected_sha256: str, directory: Path)
     Any failure here leaves no verdict; each worker then loads the artifact itself and reports
     the problem the way it always does (503 and a log line).
     """
+    from app.logs import configure_unless_configured
     from app.model import ModelLoadError, read_artifact, unpickle_estimator
 
+    configure_unless_configured()  # a spawned child: its lines are JSON like the workers'
     try:
         artifact = read_artifact(model_path, expected_sha256)
         estimator = unpickle_estimator(artifact.payload)

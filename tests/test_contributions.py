@@ -30,6 +30,7 @@ from app.features import FEATURE_NAMES, N_FEATURES, to_model_input
 from app.synthetic import generate
 from app.train import read_data, train_and_write
 from tests.conftest import SAMPLE_CSV, needs_sample
+from tests.server import log_records, start_server
 
 ADDITIVITY = 1e-3  # points: the contract's bound
 FLOAT32_POINTS = 1e-4  # points: ONNX sums float32 weights
@@ -357,6 +358,18 @@ def test_a_non_forest_is_served_without_reasons(caplog: pytest.LogCaptureFixture
     graph = conversion.to_served_onnx_bytes(engine, None)
     assert graph == conversion.to_onnx_bytes(engine.estimator)
     assert "without reason codes: the model is not a random forest" in caplog.text
+
+
+def test_the_start_commands_conversion_logs_json_like_the_workers(tmp_path: Path) -> None:
+    features, labels = generate(rows=2000, seed=5, fraud_rate=0.1)
+    joblib.dump(GaussianNB().fit(features, labels), tmp_path / "bayes.joblib")
+    server = start_server(tmp_path, workers=1, MODEL_PATH=tmp_path / "bayes.joblib")
+    try:
+        records = log_records(server)  # every line is JSON: the conversion child's too
+    finally:
+        server.stop()
+    (notice,) = [r for r in records if "without reason codes" in r["message"]]
+    assert (notice["logger"], notice["level"]) == ("app.conversion", "warning")
 
 
 def test_a_graph_of_another_forest_is_refused(forest: Any, engines: dict[str, Engine]) -> None:
