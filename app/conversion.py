@@ -140,13 +140,20 @@ def convert_for_workers(model_path: Path, expected_sha256: str, directory: Path)
     Any failure here leaves no verdict; each worker then loads the artifact itself and reports
     the problem the way it always does (503 and a log line).
     """
-    from app.logs import configure_unless_configured
     from app.model import ModelLoadError, read_artifact, unpickle_estimator
 
-    configure_unless_configured()  # a spawned child: its lines are JSON like the workers'
     try:
         artifact = read_artifact(model_path, expected_sha256)
         estimator = unpickle_estimator(artifact.payload)
     except ModelLoadError:
         return
     save_verdict(directory, artifact.sha256, convert(estimator, artifact.card))
+
+
+def convert_in_child(model_path: Path, expected_sha256: str, directory: Path) -> None:
+    """convert_for_workers() as the start command's spawned child runs it: its log lines are
+    JSON like the workers' (a spawned interpreter has no logging set up)."""
+    from app.logs import configure_unless_configured
+
+    configure_unless_configured()
+    convert_for_workers(model_path, expected_sha256, directory)

@@ -26,7 +26,7 @@ from uvicorn.supervisors import Multiprocess, multiprocess
 
 from app import metrics_dir
 from app.config import Settings, get_settings_or_exit
-from app.conversion import CONVERSION_DIR_ENV, convert_for_workers
+from app.conversion import CONVERSION_DIR_ENV, convert_in_child
 from app.logs import log_config
 
 APP = "app.main:app"
@@ -178,7 +178,7 @@ def convert_once_for_workers(settings: Settings) -> Path | None:
         return None
     directory = Path(tempfile.mkdtemp(prefix="fraud-conversion-"))
     child = multiprocessing.get_context("spawn").Process(
-        target=convert_for_workers,
+        target=convert_in_child,
         args=(settings.model_path, settings.model_sha256, directory),
         daemon=True,
     )
