@@ -150,12 +150,16 @@ def describe_error(error: ValidationError) -> str:
     return "configuration error: " + "; ".join(problems)
 
 
+def os_error_reason(error: OSError) -> str:
+    """The system's words for an OSError ("Permission denied"), without its paths or text."""
+    return os.strerror(error.errno) if error.errno else type(error).__name__
+
+
 def describe_unreadable_env_file(error: OSError | UnicodeDecodeError) -> str:
     """Why `.env` could not be read, without a byte of it (it holds the key)."""
     if isinstance(error, UnicodeDecodeError):
         return f"cannot read {ENV_FILE}: not UTF-8 text (at byte {error.start})"
-    reason = os.strerror(error.errno) if error.errno else type(error).__name__
-    return f"cannot read {ENV_FILE}: {reason}"
+    return f"cannot read {ENV_FILE}: {os_error_reason(error)}"
 
 
 @lru_cache

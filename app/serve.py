@@ -25,7 +25,7 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess, multiprocess
 
 from app import metrics_dir
-from app.config import Settings, get_settings_or_exit
+from app.config import Settings, get_settings_or_exit, os_error_reason
 from app.conversion import CONVERSION_DIR_ENV, convert_in_child
 from app.logs import log_config
 
@@ -120,7 +120,7 @@ def why_not_listen(host: str, port: int) -> str | None:
                 return "address in use"
             if error.errno == errno.EADDRNOTAVAIL:
                 return "not an address of this machine"
-            return os.strerror(error.errno) if error.errno else type(error).__name__
+            return os_error_reason(error)
     return None
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from app.card import card_path, write_card
+from app.config import os_error_reason
 from app.contributions import TREE_PATH, Decomposition
 from app.features import FEATURE_NAMES
 from app.synthetic import generate
@@ -136,6 +137,7 @@ def export(
     from app.conversion import to_served_onnx_bytes
     from app.engines import SklearnEngine
 
+    out.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     joblib.dump(model, buffer)
     # Only the last suffix changes: `m.v2.joblib` → `m.v2.onnx`, beside `m.v2.card.json`.
@@ -161,11 +163,7 @@ def check_writable(out: Path) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as error:
-        raise OutputError(f"cannot write {out}: {_reason(error)}") from None
-
-
-def _reason(error: OSError) -> str:
-    return os.strerror(error.errno) if error.errno else type(error).__name__
+        raise OutputError(f"cannot write {out}: {os_error_reason(error)}") from None
 
 
 def _write_atomically(path: Path, payload: bytes) -> None:
@@ -237,10 +235,6 @@ def train_and_write(
 ) -> dict[str, Any]:
     """Train, export the artifact(s) beside `out` and write the card; return the card."""
     model, sections = train(features, labels, trees=trees, seed=seed, threshold=threshold)
-    try:
-        artifacts = export(model, out, onnx=onnx, card=sections)
-    except OSError as error:  # became unwritable during the training: a full disk, say
-        raise OutputError(f"cannot write {out}: {_reason(error)}") from None
     card: dict[str, Any] = {
         "features": list(FEATURE_NAMES),
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -249,12 +243,12 @@ def train_and_write(
         "data": {**data, "rows": len(labels), "fraud_rows": int(labels.sum())},
         "split": {"holdout": 0.2, "stratified": True, "random_state": seed},
         **sections,
-        "artifacts": artifacts,
     }
     try:
+        card["artifacts"] = export(model, out, onnx=onnx, card=sections)
         write_card(out, card)
-    except OSError as error:
-        raise OutputError(f"cannot write {card_path(out)}: {_reason(error)}") from None
+    except OSError as error:  # became unwritable during the training: a full disk, say
+        raise OutputError(f"cannot write beside {out}: {os_error_reason(error)}") from None
     return card
 
 

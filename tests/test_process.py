@@ -29,7 +29,6 @@ from tests.server import (
     free_port,
     is_running,
     log_records,
-    run_to_exit,
     scrape,
     send_on_own_connections,
     service_env,
@@ -111,13 +110,17 @@ def placeholder_key() -> str:
     raise AssertionError(".env.example has no API_KEY line")
 
 
-def exit_of_start_command(workdir: Path, unset: tuple[str, ...], **env: Any) -> Any:
-    """`run_to_exit`, or the same command without some variables (run_to_exit cannot unset one)."""
-    if not unset:
-        return run_to_exit(workdir, timeout=30, **env)
+START_COMMAND = ("-m", "app", "--host", "127.0.0.1")
+
+
+def exit_of_start_command(
+    workdir: Path, unset: tuple[str, ...], command: tuple[str, ...] = START_COMMAND, **env: Any
+) -> Any:
+    """The start command (or `command`) run to its exit, in the clean test environment less the
+    `unset` variables."""
     environment = {k: v for k, v in service_env(**env).items() if k not in unset}
     return subprocess.run(
-        [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(free_port())],
+        [sys.executable, *command, "--port", str(free_port())],
         cwd=workdir,
         env=environment,
         capture_output=True,
@@ -170,7 +173,7 @@ NOT_UTF8 = b"API_KEY=a-perfectly-good-key-123456\nAPP_VERSION=caf\xe9\n"
 @pytest.mark.parametrize(
     "command",
     [
-        pytest.param(("-m", "app", "--host", "127.0.0.1"), id="start-command"),
+        pytest.param(START_COMMAND, id="start-command"),
         pytest.param(("-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"), id="plain-uvicorn"),
     ],
 )
@@ -178,16 +181,7 @@ def test_a_dotenv_that_is_not_utf8_refuses_to_start_naming_the_file(
     tmp_path: Path, command: tuple[str, ...]
 ) -> None:
     (tmp_path / ".env").write_bytes(NOT_UTF8)
-    environment = {k: v for k, v in service_env().items() if k != "API_KEY"}
-    result = subprocess.run(
-        [sys.executable, *command, "--port", str(free_port())],
-        cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = exit_of_start_command(tmp_path, unset=("API_KEY",), command=command)
     assert result.returncode == 3
     assert result.stdout + result.stderr == (
         f"configuration error: cannot read .env: not UTF-8 text (at byte {NOT_UTF8.index(0xE9)})\n"
