@@ -100,7 +100,7 @@ def expected(row: np.ndarray) -> dict[str, str]:
 
 
 SUMMARY = re.compile(
-    r"materialized (\d+) rows of (\S+) under test:v1(.*): \d+\.\d s, [\d,]+ rows/s\n"
+    r"materialized (\d+) rows? of (\S+) under test:v1(.*): \d+\.\d s, [\d,]+ rows/s\n"
 )
 
 
@@ -413,6 +413,28 @@ def test_push_of_good_lines_only_exits_zero(tmp_path: Path, server: RedisServer)
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout == "pushed 5 records under test:v1; 0 bad lines skipped\n"
     assert server.client().dbsize() == 5
+
+
+def test_push_counts_one_record_and_one_bad_line_in_the_singular(
+    tmp_path: Path, server: RedisServer
+) -> None:
+    lines = pushed_line("s-1", FEATURES[0]) + "\n" + "{}\n"
+    result = run_store("push", "--uri", server.uri, "--prefix", PREFIX, cwd=tmp_path, stdin=lines)
+    assert result.returncode == 2
+    assert result.stdout == "pushed 1 record under test:v1; 1 bad line skipped\n"
+
+
+def test_materialize_counts_one_row_and_one_skipped_row_in_the_singular(
+    tmp_path: Path, server: RedisServer
+) -> None:
+    rows = [[IDS[i], *(repr(value) for value in FEATURES[i].tolist())] for i in (0, 1)]
+    rows[1][1] = "nan"  # the second row's Time
+    source = write_rows_csv(tmp_path / "data.csv", ["transaction_id", *FEATURE_NAMES], rows)
+    result = materialize(server, source, "--skip-invalid")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(
+        "materialized 1 row of data.csv under test:v1 (1 invalid row skipped): "
+    )
 
 
 def test_push_to_an_unreachable_redis_fails_at_once(tmp_path: Path) -> None:

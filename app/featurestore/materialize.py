@@ -10,6 +10,7 @@ import numpy as np
 from tqdm import tqdm
 
 from app.features import encode_value
+from app.featurestore.wording import counted
 from app.featurestore.writer import StoreWriteError, StoreWriter
 from app.offline import OfflineDataError, OfflineTable, read_offline
 
@@ -75,9 +76,9 @@ def materialize(
         )
         return EXIT_STORE
     seconds = time.perf_counter() - started
-    note = f" ({len(skipped):,} invalid rows skipped)" if len(skipped) else ""
+    note = f" ({counted(len(skipped), 'invalid row')} skipped)" if len(skipped) else ""
     print(
-        f"materialized {written:,} rows of {source.name} under {prefix}{note}: "
+        f"materialized {counted(written, 'row')} of {source.name} under {prefix}{note}: "
         f"{seconds:.1f} s, {written / seconds:,.0f} rows/s",
         file=out,
     )

@@ -7,6 +7,7 @@ from typing import Annotated, BinaryIO, TextIO
 from pydantic import BaseModel, Field, ValidationError, create_model
 
 from app.features import TRANSACTION_ID, encode_value, row_values
+from app.featurestore.wording import counted
 from app.featurestore.writer import StoreWriteError, StoreWriter
 from app.parsing import REPEATED_FIELD, repeated_fields
 from app.schemas import SINGLE_BODY_LIMIT, Transaction
@@ -70,9 +71,13 @@ def push(
         finally:
             writer.close()
     except StoreWriteError as error:
-        print(f"error: {error}; {pushed:,} records were written before it", file=err)
+        written = "1 record was" if pushed == 1 else f"{pushed:,} records were"
+        print(f"error: {error}; {written} written before it", file=err)
         return EXIT_STORE
-    print(f"pushed {pushed:,} records under {prefix}; {bad:,} bad lines skipped", file=out)
+    print(
+        f"pushed {counted(pushed, 'record')} under {prefix}; {counted(bad, 'bad line')} skipped",
+        file=out,
+    )
     return EXIT_BAD_LINES if bad else 0
 
 
