@@ -4,6 +4,7 @@ import gzip
 import json
 import logging
 import re
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -813,15 +814,80 @@ def test_fp32_max_and_beyond_fp32_in_fp64_are_scored(client: TestClient, rows: n
     assert arrays["ood_warning"].tolist()[0] is True
 
 
-def test_a_compressed_body_is_400(client: TestClient, rows: np.ndarray) -> None:
+COMPRESSORS = {"gzip": gzip.compress, "deflate": zlib.compress, "x-gzip": gzip.compress}
+
+
+@pytest.mark.parametrize("coding", sorted(COMPRESSORS))
+def test_a_gzip_or_deflate_body_is_answered_as_the_same_body_uncompressed(
+    client: TestClient, rows: np.ndarray, coding: str
+) -> None:
+    """tritonclient's request_compression_algorithm: JSON and binary bodies alike."""
+    compress = COMPRESSORS[coding]
+    document = json.dumps({"id": "zip", "inputs": [tensor(rows)]}).encode()
+    binary, headers = binary_request(rows)
+    for body, extra in ((document, {}), (binary, headers)):
+        plain = infer(client, body, **extra)
+        compressed = infer(client, compress(body), **extra, **{"Content-Encoding": coding})
+        assert (compressed.status_code, compressed.content) == (200, plain.content)
+
+
+def test_content_encodings_are_read_as_http_lists(client: TestClient, rows: np.ndarray) -> None:
+    document = json.dumps({"inputs": [tensor(rows[:1])]}).encode()
+    for coding in ("identity", "GZIP", " gzip , identity"):
+        body = document if coding == "identity" else gzip.compress(document)
+        assert infer(client, body, **{"Content-Encoding": coding}).status_code == 200
+    # A gzip body may be several members, concatenated (RFC 1952).
+    members = gzip.compress(document[:10]) + gzip.compress(document[10:])
+    assert infer(client, members, **{"Content-Encoding": "gzip"}).status_code == 200
+
+
+@pytest.mark.parametrize("coding", ["br", "compress", "zstd", "gzip, gzip", "gzip, deflate"])
+def test_another_content_encoding_is_400_saying_which_are_accepted(
+    client: TestClient, rows: np.ndarray, coding: str
+) -> None:
     body = gzip.compress(json.dumps({"inputs": [tensor(rows[:1])]}).encode())
-    response = infer(client, body, **{"Content-Encoding": "gzip"})
+    response = infer(client, body, **{"Content-Encoding": coding})
     assert (response.status_code, response.json()) == (
         400,
-        {"error": "a compressed request body (Content-Encoding) is not supported"},
+        {
+            "error": "a request body may be compressed with one of gzip, deflate "
+            "(Content-Encoding), or not at all"
+        },
     )
-    identity = infer(client, {"inputs": [tensor(rows[:1])]}, **{"Content-Encoding": "identity"})
-    assert identity.status_code == 200
+    assert response.headers["Accept-Encoding"] == "gzip, deflate"
+
+
+def test_a_body_that_does_not_decompress_is_400(client: TestClient, rows: np.ndarray) -> None:
+    document = json.dumps({"inputs": [tensor(rows[:1])]}).encode()
+    gzipped, deflated = gzip.compress(document), zlib.compress(document)
+    cases = [
+        ("gzip", document, "the request body does not decompress"),
+        ("deflate", gzipped, "the request body does not decompress"),
+        ("gzip", b"", "the request body ends before its compressed data does"),
+        ("gzip", gzipped[:-12], "the request body ends before its compressed data does"),
+        ("deflate", deflated[:-3], "the request body ends before its compressed data does"),
+        ("gzip", gzipped + b"{}", "the request body does not decompress"),
+        ("deflate", deflated + b"{}", "the request body has bytes after its compressed data"),
+    ]
+    for coding, body, message in cases:
+        response = infer(client, body, **{"Content-Encoding": coding})
+        assert (response.status_code, response.json()) == (400, {"error": message}), coding
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+def test_a_body_that_decompresses_past_the_limit_is_413(client_factory: Any, coding: str) -> None:
+    """A few kilobytes that would unpack into megabytes are refused once the limit is passed."""
+    client = client_factory(max_batch_size=1)
+    limit = batch_body_limit(1)
+    bomb = COMPRESSORS[coding](b" " * (100 * limit))
+    assert len(bomb) < limit // 10
+    response = infer(client, bomb, **{"Content-Encoding": coding})
+    assert (response.status_code, response.json()) == (
+        413,
+        {"error": f"Request body larger than {limit} bytes once decompressed"},
+    )
+    at_the_limit = COMPRESSORS[coding](b" " * limit)  # whitespace: then not a document, a 400
+    assert infer(client, at_the_limit, **{"Content-Encoding": coding}).status_code == 400
 
 
 def test_a_validation_error_under_v2_is_an_oip_400(client: TestClient) -> None:

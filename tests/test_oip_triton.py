@@ -162,6 +162,26 @@ def test_default_outputs_are_binary_and_exclude_contributions(
     assert result.as_numpy("fraud_score").tolist() == [item["fraud-score"] for item in expected]
 
 
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+@pytest.mark.parametrize("binary", [True, False])
+def test_a_compressed_request_is_answered_as_the_uncompressed_one(
+    client: triton.InferenceServerClient, rows: np.ndarray, algorithm: str, binary: bool
+) -> None:
+    """request_compression_algorithm compresses the whole body; the answer (which the service
+    does not compress: Accept-Encoding is a preference) is what the same request gets without."""
+    batch = [features_input(rows, "FP32", binary)]
+    plain = client.infer("fraud", batch, headers=key())
+    compressed = client.infer(
+        "fraud",
+        batch,
+        headers=key(),
+        request_compression_algorithm=algorithm,
+        response_compression_algorithm=algorithm,
+    )
+    for name in ("fraud_probability", "fraud_score", "is_fraud", "ood_warning"):
+        assert np.array_equal(compressed.as_numpy(name), plain.as_numpy(name)), name
+
+
 def test_output_selection(client: triton.InferenceServerClient, rows: np.ndarray) -> None:
     outputs = [
         triton.InferRequestedOutput("ood_warning", binary_data=True),

@@ -6,13 +6,13 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from app import metrics
+from app import content_coding, metrics
 from app.api.deps import current_scorer, enforce_rate_limit, read_body
 from app.api.inference import NO_EXPLAIN, Explain, score
 from app.api.ops import answer_head_too
 from app.api.scoring import batch_body_limit
 from app.config import Settings
-from app.errors import JSON, OIP_PREFIX, ServiceError, json_response
+from app.errors import JSON, OIP_PREFIX, BodyTooLarge, ServiceError, json_response
 from app.features import FEATURE_NAMES, N_FEATURES
 from app.model import Scorer
 from app.oip import (
@@ -193,10 +193,7 @@ def _protected_routes(settings: Settings) -> APIRouter:
 
     async def infer(request: Request) -> Response:
         _check_model(settings, request)
-        body = await read_body(request, body_limit)
-        if request.headers.get("content-encoding", "identity").lower() != "identity":
-            # tritonclient can gzip requests; decompressing would need its own size limit.
-            raise InvalidTensor("a compressed request body (Content-Encoding) is not supported")
+        body = _decoded(request, await read_body(request, body_limit), body_limit)
         try:
             json_length = header_length_of(request.headers.getlist(HEADER_LENGTH))
             parsed = parse_infer(body, json_length, settings.max_batch_size)
@@ -242,6 +239,19 @@ def _protected_routes(settings: Settings) -> APIRouter:
             openapi_extra=parameters,
         )
     return router
+
+
+def _decoded(request: Request, body: bytes, limit: int) -> bytes:
+    """The body without its Content-Encoding (gzip or deflate: tritonclient's
+    request_compression_algorithm), within the same limit as an uncompressed one."""
+    try:
+        return content_coding.decoded(body, request.headers.getlist("content-encoding"), limit)
+    except content_coding.UnsupportedCoding as error:
+        raise InvalidTensor(str(error), {"Accept-Encoding": content_coding.ACCEPTED}) from None
+    except content_coding.CorruptBody as error:
+        raise InvalidTensor(str(error)) from None
+    except content_coding.InflatedTooLarge as error:
+        raise BodyTooLarge(str(error)) from None
 
 
 def build_routers(settings: Settings) -> tuple[APIRouter, APIRouter]:
