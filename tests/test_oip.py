@@ -836,9 +836,6 @@ def test_content_encodings_are_read_as_http_lists(client: TestClient, rows: np.n
     for coding in ("identity", "GZIP", " gzip , identity"):
         body = document if coding == "identity" else gzip.compress(document)
         assert infer(client, body, **{"Content-Encoding": coding}).status_code == 200
-    # A gzip body may be several members, concatenated (RFC 1952).
-    members = gzip.compress(document[:10]) + gzip.compress(document[10:])
-    assert infer(client, members, **{"Content-Encoding": "gzip"}).status_code == 200
 
 
 @pytest.mark.parametrize("coding", ["br", "compress", "zstd", "gzip, gzip", "gzip, deflate"])
@@ -866,7 +863,13 @@ def test_a_body_that_does_not_decompress_is_400(client: TestClient, rows: np.nda
         ("gzip", b"", "the request body ends before its compressed data does"),
         ("gzip", gzipped[:-12], "the request body ends before its compressed data does"),
         ("deflate", deflated[:-3], "the request body ends before its compressed data does"),
-        ("gzip", gzipped + b"{}", "the request body does not decompress"),
+        ("gzip", gzipped + b"{}", "the request body has bytes after its compressed data"),
+        # Two gzip members, legal in a file: refused, since each would cost a new inflater.
+        (
+            "gzip",
+            gzip.compress(document[:9]) + gzip.compress(document[9:]),
+            "the request body has bytes after its compressed data",
+        ),
         ("deflate", deflated + b"{}", "the request body has bytes after its compressed data"),
     ]
     for coding, body, message in cases:
