@@ -8,6 +8,8 @@ uvicorn's httptools protocol buffers a request's line and headers without limit 
   line, metrics and error shape), whose next `receive()` raises an HTTPException;
 - a Transfer-Encoding other than chunked (`gzip, chunked`): 501, as httptools would read it as
   chunked alone;
+- an HTTP/1.1 request without a Host header, or any request with more than one: 400 (RFC 9112
+  §3.2 says a server MUST);
 - each of these closes the connection politely: the answer, a FIN, then whatever the client still
   sends is read and dropped for LINGER seconds at most, so a client still sending can read it;
   requests pipelined before the refused one are answered first, in order;
@@ -50,6 +52,9 @@ _HEAD_TOO_LARGE = f"Request line and headers larger than {HEAD_LIMIT} bytes"
 
 _UNKNOWN_CODING = "Transfer-Encoding other than chunked is not supported"
 _TRANSFER_ENCODING = b"transfer-encoding"
+_HOST = b"host"
+_NO_HOST = "An HTTP/1.1 request must have a Host header"
+_HOSTS = "A request must not have more than one Host header"
 
 
 def _codings_beyond_chunked(value: bytes) -> bool:
@@ -82,6 +87,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._discarding = False  # a body the parser refused: the app answers, input is dropped
         self._draining = False
         self._head_bytes = 0  # of the request line's target and the headers, as parsed
+        self._hosts = 0  # Host headers of the request being parsed
         self._parse_refusal: tuple[int, str] | None = None
         self._refusal_after: bytes | None = None  # sent once the requests before it are answered
         self.url = b""
@@ -157,7 +163,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if not self._awaiting_head:  # a pipelined request, starting inside the previous read
             self._awaiting_head = True
             self._head_started = self.loop.time()
-        self._head_bytes = 0
+        self._head_bytes = self._hosts = 0
         super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
@@ -171,6 +177,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             # what it is not. RFC 9112 §6.1: 501 for a coding the server does not know.
             self._parse_refusal = (501, _UNKNOWN_CODING)
             raise _RefusedInParser
+        if name.lower() == _HOST:
+            self._hosts += 1
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
@@ -179,6 +187,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         method = self.parser.get_method()
         if len(method) + len(b"  HTTP/1.1\r\n\r\n") + self._head_bytes > HEAD_LIMIT:
             self._parse_refusal = (431, _HEAD_TOO_LARGE)
+            raise _RefusedInParser
+        if self._hosts > 1 or (self._hosts == 0 and self.parser.get_http_version() == "1.1"):
+            self._parse_refusal = (400, _HOSTS if self._hosts else _NO_HOST)
             raise _RefusedInParser
         if self._head_timer is not None:
             self._head_timer.cancel()

@@ -357,8 +357,9 @@ def tagged(request_id: str) -> bytes:
         (b"GET /health HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", 400),
         (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400),  # TLS to the plain port
         (head_of_size(HEAD_LIMIT + 1), 431),
+        (b"GET /health HTTP/1.1\r\n\r\n", 400),
     ],
-    ids=["two-content-lengths", "tls", "head-over-the-limit"],
+    ids=["two-content-lengths", "tls", "head-over-the-limit", "no-host"],
 )
 @pytest.mark.parametrize("before", [1, 2, 3])
 def test_a_bad_request_pipelined_after_good_ones_is_answered_after_them(
@@ -456,6 +457,35 @@ def test_a_transfer_coding_other_than_chunked_is_501(server: Server, codings: st
     assert json.loads(response.body) == {
         "detail": "Transfer-Encoding other than chunked is not supported"
     }
+
+
+@pytest.mark.parametrize(
+    ("head", "detail"),
+    [
+        (b"GET /health HTTP/1.1\r\n", "An HTTP/1.1 request must have a Host header"),
+        (
+            b"GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\n",
+            "A request must not have more than one Host header",
+        ),
+        (
+            b"GET /health HTTP/1.0\r\nhost: a\r\nHOST: a\r\n",
+            "A request must not have more than one Host header",
+        ),
+    ],
+    ids=["http-1.1-without-host", "two-hosts", "two-hosts-http-1.0"],
+)
+def test_a_request_without_one_host_header_is_400(server: Server, head: bytes, detail: str) -> None:
+    """RFC 9112 §3.2: a server MUST answer 400 to these (a proxy may route by either Host)."""
+    response = exchange(server, head + b"\r\n")
+    assert response.status == 400
+    assert json.loads(response.body) == {"detail": detail}
+    assert response.headers["connection"] == "close"
+
+
+def test_http_1_0_needs_no_host_header(server: Server) -> None:
+    with socket.create_connection(address(server), timeout=20) as sock:
+        sock.sendall(b"GET /health HTTP/1.0\r\n\r\n")
+        assert read_response(sock).status == 200
 
 
 def test_invalid_request_is_a_json_400(server: Server) -> None:
