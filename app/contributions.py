@@ -13,6 +13,10 @@ TREE_PATH = "tree-path"
 REASONS_OUTPUT = "reasons"
 """(n, 31) float32: the 30 contributions in points, then P(fraud) from the same traversal."""
 REASONS_TARGETS = N_FEATURES + 1
+LEAVES_OUTPUT = "leaves"
+"""(n, n_trees) float32: per tree, the leaf each row reaches, as its row of the leaf table."""
+LEAF_TABLE_OUTPUT = "leaf_reasons"
+"""(leaves, 31) float32, a constant: each leaf's row of `reasons` (its weights, dense)."""
 EXPLANATION_KEY = "fraud.explanation"
 BASELINE_KEY = "fraud.baseline"
 
@@ -96,11 +100,23 @@ class ServedGraphs:
     explain: bytes | None = None
     explanation: str | None = None
     baseline: float | None = None
+    leaves: bytes | None = None
+    """The leaf-index regressor, and the graph of its constant leaf table: both or neither."""
+    leaf_table: bytes | None = None
 
 
-def with_reasons(model_bytes: bytes, decomposition: Decomposition) -> bytes:
+def with_reasons(
+    model_bytes: bytes, decomposition: Decomposition, *, leaf_table: bool = True
+) -> bytes:
     """The classifier's graph plus the reason-code regressor (output `reasons`), the baseline and
-    the method in the model's metadata. Refuses a classifier whose trees are not the forest's."""
+    the method in the model's metadata. Refuses a classifier whose trees are not the forest's.
+
+    With `leaf_table`, also the same numbers for batches by another route: a regressor giving
+    each row's leaf in every tree (output `leaves`) and every leaf's row of `reasons` (the
+    constant `leaf_reasons`), whose sum over a row's leaves the service takes as one sparse
+    product. Summed tree by tree in float32 as ONNX Runtime sums the regressor's weights, it
+    gives the same bits; each weight is then one SIMD lane of a dense row instead of one pass
+    of the regressor's loop (~2.5 ns each, 1,100 a row)."""
     import onnx
 
     model = onnx.load_model_from_string(model_bytes)
@@ -134,9 +150,58 @@ def with_reasons(model_bytes: bytes, decomposition: Decomposition) -> bytes:
             REASONS_OUTPUT, onnx.TensorProto.FLOAT, [None, REASONS_TARGETS]
         )
     )
+    if leaf_table:
+        _add_leaf_table(model, classifier, tree_ids, node_ids, leaf_vectors, fraud_weights)
     model.metadata_props.add(key=EXPLANATION_KEY, value=TREE_PATH)
     model.metadata_props.add(key=BASELINE_KEY, value=repr(decomposition.baseline))
     return model.SerializeToString()
+
+
+def _add_leaf_table(
+    model: Any,
+    classifier: Any,
+    tree_ids: np.ndarray,
+    node_ids: np.ndarray,
+    leaf_vectors: np.ndarray,
+    fraud_weights: np.ndarray,
+) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    # Rows tree by tree: a row's leaves come in ascending rows, so the sparse product adds its
+    # trees in the regressor's order.
+    order = np.lexsort((node_ids, tree_ids))
+    if len(order) >= 2**24:
+        return  # float32 cannot index so many: the regressor explains alone
+    table = np.column_stack((leaf_vectors, fraud_weights)).astype(np.float32)[order]
+    n_trees = int(tree_ids.max()) + 1
+    leaves = tree_regressor(
+        classifier,
+        tree_ids=tree_ids[order],
+        node_ids=node_ids[order],
+        target_ids=tree_ids[order],
+        weights=np.arange(len(order), dtype=np.float32),  # each row of the table, exactly
+        n_targets=n_trees,
+        output=LEAVES_OUTPUT,
+    )
+    constant = onnx.helper.make_node(
+        "Constant",
+        [],
+        [LEAF_TABLE_OUTPUT],
+        name=LEAF_TABLE_OUTPUT,
+        value=numpy_helper.from_array(table, LEAF_TABLE_OUTPUT),
+    )
+    model.graph.node.extend([leaves, constant])
+    model.graph.output.extend(
+        [
+            onnx.helper.make_tensor_value_info(
+                LEAVES_OUTPUT, onnx.TensorProto.FLOAT, [None, n_trees]
+            ),
+            onnx.helper.make_tensor_value_info(
+                LEAF_TABLE_OUTPUT, onnx.TensorProto.FLOAT, list(table.shape)
+            ),
+        ]
+    )
 
 
 def tree_regressor(
@@ -222,8 +287,9 @@ def _fraud_leaf_weights(attributes: dict[str, Any]) -> tuple[np.ndarray, np.ndar
 
 def split(model_bytes: bytes) -> ServedGraphs:
     """The classifier-only graph (today's graph at today's cost: ONNX Runtime computes every
-    output of a graph, whatever run() asks for) and, when the model has one, the explain graph.
-    An .onnx without reasons comes back unchanged. Raises ValueError on an unreadable graph.
+    output of a graph, whatever run() asks for) and, when the model has one, the explain graph
+    (and the leaf-table graphs, when it has them too). An .onnx without reasons comes back
+    unchanged. Raises ValueError on an unreadable graph.
 
     Works on the serialised bytes (app.protowire): workers never import the onnx package."""
     model = list(protowire.fields(model_bytes))
@@ -244,9 +310,15 @@ def split(model_bytes: bytes) -> ServedGraphs:
     if explanation != TREE_PATH or not 0.0 <= baseline <= 100.0:
         raise ValueError("the reasons graph's method or baseline is not one this service serves")
     ours = {EXPLANATION_KEY, BASELINE_KEY}
-    plain = _rebuild(model, graph, lambda name: name != REASONS_OUTPUT, drop_metadata=ours)
+    added = {REASONS_OUTPUT, LEAVES_OUTPUT, LEAF_TABLE_OUTPUT}
+    plain = _rebuild(model, graph, lambda name: name not in added, drop_metadata=ours)
     explain = _rebuild(model, graph, lambda name: name == REASONS_OUTPUT, drop_metadata=set())
-    return ServedGraphs(plain, explain, explanation, baseline)
+    outputs = {name for number, payload, _ in graph for name in _node_outputs(number, payload)}
+    if not {LEAVES_OUTPUT, LEAF_TABLE_OUTPUT} <= outputs:
+        return ServedGraphs(plain, explain, explanation, baseline)  # the regressor alone
+    leaves = _rebuild(model, graph, lambda name: name == LEAVES_OUTPUT, drop_metadata=set())
+    table = _rebuild(model, graph, lambda name: name == LEAF_TABLE_OUTPUT, drop_metadata=set())
+    return ServedGraphs(plain, explain, explanation, baseline, leaves, table)
 
 
 # ONNX's field numbers (onnx/onnx-ml.proto), pinned by a test against the onnx package.

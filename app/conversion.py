@@ -1,7 +1,8 @@
 """A fitted forest → ONNX, kept only if it gives scikit-learn's integer scores on a probe set.
 
 The graph carries the reason-code regressor (app.contributions) when its explanations check out
-on the probe set too: the same P(fraud) to the bit, scikit-learn's contributions, additivity.
+on the probe set too: the same P(fraud) to the bit, scikit-learn's contributions, additivity; and
+its leaf table (for batches) when that gives the regressor's numbers to the bit, else without it.
 
 The start command runs it once, in a short-lived child process, and leaves the verdict for the
 workers (keyed by the artifact's SHA-256): workers then load the graph without unpickling the
@@ -86,14 +87,21 @@ def explained_graph(reference: SklearnEngine, onnx_bytes: bytes, probe: np.ndarr
         raise ReasonsUnavailable(str(error)) from None
     singles = [probe[i : i + 1] for i in range(min(SINGLE_ROW_PROBES, len(probe)))]
     for rows in (probe, *singles):
-        if not np.array_equal(served.explain(rows)[0], served.fraud_probability(rows)):
+        probability = served.reasons_by_regressor(rows)[:, N_FEATURES].astype(np.float64)
+        if not np.array_equal(probability, served.fraud_probability(rows)):
             raise ReasonsUnavailable("the reasons graph's P(fraud) differs from the classifier's")
-    probability, contributions = served.explain(probe)
+    reasons = served.reasons_by_regressor(probe)
+    probability = reasons[:, N_FEATURES].astype(np.float64)
+    contributions = reasons[:, :N_FEATURES].astype(np.float64)
     if np.abs(contributions - reference.explain(probe)[1]).max() > REASONS_TOLERANCE:
         raise ReasonsUnavailable("the reasons graph's contributions differ from scikit-learn's")
     additivity = reference.decomposition.baseline + contributions.sum(axis=1) - 100 * probability
     if np.abs(additivity).max() > REASONS_TOLERANCE:
         raise ReasonsUnavailable("the reasons graph's contributions do not add up to the score")
+    if served.has_leaf_table and not np.array_equal(served.reasons_by_leaf_table(probe), reasons):
+        # The regressor is right, and serves alone: batches are explained a little slower.
+        log.warning("ONNX graph without its leaf table: its sums differ from the regressor's")
+        return with_reasons(onnx_bytes, reference.decomposition, leaf_table=False)
     return augmented
 
 

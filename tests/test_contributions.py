@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import onnxruntime
 import pytest
-from onnx import helper
+from onnx import helper, numpy_helper
 from sklearn.model_selection import train_test_split
 from sklearn.naive_bayes import GaussianNB
 from treeinterpreter import treeinterpreter
@@ -18,6 +18,8 @@ from treeinterpreter import treeinterpreter
 from app import conversion
 from app.card import card_path
 from app.contributions import (
+    LEAF_TABLE_OUTPUT,
+    LEAVES_OUTPUT,
     REASONS_OUTPUT,
     ReasonsUnavailable,
     node_attributes,
@@ -25,7 +27,14 @@ from app.contributions import (
     tree_regressor,
     with_reasons,
 )
-from app.engines import Engine, ModelLoadError, NotExplainable, OnnxEngine, SklearnEngine
+from app.engines import (
+    LEAF_TABLE_MIN_ROWS,
+    Engine,
+    ModelLoadError,
+    NotExplainable,
+    OnnxEngine,
+    SklearnEngine,
+)
 from app.features import FEATURE_NAMES, N_FEATURES, to_model_input
 from app.synthetic import generate
 from app.train import read_data, train_and_write
@@ -273,6 +282,57 @@ def test_onnx_reaches_sklearns_leaves_at_and_beside_every_threshold(
     assert np.abs(contributions - engines["sklearn"].explain(rows)[1]).max() <= FLOAT32_POINTS
 
 
+def test_the_leaf_table_gives_the_regressors_numbers_to_the_bit(
+    forest: Any, model_path: Path, holdout: np.ndarray, engines: dict[str, Engine]
+) -> None:
+    """Batches are explained from each row's leaves and the leaf table, singles by the
+    regressor: the same float32 sums, tree by tree, on the hold-out and at every threshold."""
+    engine = engines["onnx"]
+    assert isinstance(engine, OnnxEngine)
+    assert engine.has_leaf_table
+    edges = threshold_rows(forest, classifier_node(model_path), holdout[0])
+    for rows in (holdout, edges):
+        by_table = engine.reasons_by_leaf_table(rows)
+        assert by_table.shape == (len(rows), N_FEATURES + 1)
+        assert np.array_equal(by_table, engine.reasons_by_regressor(rows))
+
+
+@needs_sample
+def test_the_leaf_table_gives_the_regressors_numbers_on_the_real_sample(
+    sample_model: Path, sample_rows: np.ndarray
+) -> None:
+    engine = sample_engines(sample_model)["onnx"]
+    assert isinstance(engine, OnnxEngine)
+    assert engine.has_leaf_table
+    assert np.array_equal(
+        engine.reasons_by_leaf_table(sample_rows), engine.reasons_by_regressor(sample_rows)
+    )
+
+
+@pytest.mark.parametrize("rows", [1, LEAF_TABLE_MIN_ROWS - 1, LEAF_TABLE_MIN_ROWS, 1000])
+def test_batches_from_the_leaf_table_size_up_explain_as_the_regressor_does(
+    engines: dict[str, Engine], holdout: np.ndarray, monkeypatch: pytest.MonkeyPatch, rows: int
+) -> None:
+    engine = engines["onnx"]
+    assert isinstance(engine, OnnxEngine)
+    batch = holdout[:rows]
+    expected = engine.reasons_by_regressor(batch)
+    by_table = []
+    monkeypatch.setattr(
+        engine,
+        "reasons_by_leaf_table",
+        lambda matrix: (
+            by_table.append(len(matrix)) or OnnxEngine.reasons_by_leaf_table(engine, matrix)
+        ),
+    )
+
+    probability, contributions = engine.explain(batch)
+
+    assert by_table == ([rows] if rows >= LEAF_TABLE_MIN_ROWS else [])
+    assert np.array_equal(probability, expected[:, N_FEATURES])
+    assert np.array_equal(contributions, expected[:, :N_FEATURES])
+
+
 def test_threshold_rows_reach_the_split_they_probe(forest: Any, model_path: Path) -> None:
     """The helper above tests what it says: each middle row passes through its split."""
     tree = forest.estimators_[0].tree_
@@ -301,6 +361,16 @@ def test_the_served_graph_splits_into_todays_classifier_and_one_regressor(
     explain = onnx.load_model_from_string(graphs.explain)
     assert [node.op_type for node in explain.graph.node] == ["TreeEnsembleRegressor"]
     assert [output.name for output in explain.graph.output] == [REASONS_OUTPUT]
+    assert graphs.leaves is not None
+    assert graphs.leaf_table is not None
+    leaves = onnx.load_model_from_string(graphs.leaves)
+    assert [node.op_type for node in leaves.graph.node] == ["TreeEnsembleRegressor"]
+    assert [output.name for output in leaves.graph.output] == [LEAVES_OUTPUT]
+    table = onnx.load_model_from_string(graphs.leaf_table)
+    assert [node.op_type for node in table.graph.node] == ["Constant"]
+    table_value = numpy_helper.to_array(table.graph.node[0].attribute[0].t)
+    leaf_count = sum(int((e.tree_.children_left == -1).sum()) for e in forest.estimators_)
+    assert table_value.shape == (leaf_count, N_FEATURES + 1)
     onnx_engine = engines["onnx"]
     assert isinstance(onnx_engine, OnnxEngine)
     assert [output.name for output in onnx_engine.session.get_outputs()] == [
@@ -339,6 +409,52 @@ def test_an_onnx_without_reasons_scores_but_does_not_explain(
     )
     with pytest.raises(NotExplainable):
         old.explain(holdout)
+
+
+def test_a_reasons_graph_without_the_leaf_table_explains_by_the_regressor(
+    forest: Any, engines: dict[str, Engine], holdout: np.ndarray
+) -> None:
+    """A graph trained before the leaf table: the same numbers, by the regressor alone."""
+    sklearn_engine = engines["sklearn"]
+    assert isinstance(sklearn_engine, SklearnEngine)
+    assert sklearn_engine.decomposition is not None
+    graph = with_reasons(
+        conversion.to_onnx_bytes(forest), sklearn_engine.decomposition, leaf_table=False
+    )
+    assert (split(graph).leaves, split(graph).leaf_table) == (None, None)
+    older = OnnxEngine(graph)
+    assert not older.has_leaf_table
+    for got, expected in zip(older.explain(holdout), engines["onnx"].explain(holdout), strict=True):
+        assert np.array_equal(got, expected)
+
+
+def test_a_leaf_table_that_differs_from_the_regressor_is_left_out(
+    forest: Any,
+    model_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One ulp off in one column: within every tolerance, but not the regressor's bits."""
+
+    def tampered(model_bytes: bytes, decomposition: Any, *, leaf_table: bool = True) -> bytes:
+        built = with_reasons(model_bytes, decomposition, leaf_table=leaf_table)
+        if not leaf_table:
+            return built
+        model = onnx.load_model_from_string(built)
+        (constant,) = [n for n in model.graph.node if list(n.output) == [LEAF_TABLE_OUTPUT]]
+        table = numpy_helper.to_array(constant.attribute[0].t).copy()
+        table[:, 0] = np.nextafter(table[:, 0], np.float32(np.inf))
+        constant.attribute[0].t.CopyFrom(numpy_helper.from_array(table, LEAF_TABLE_OUTPUT))
+        return bytes(model.SerializeToString())
+
+    monkeypatch.setattr(conversion, "with_reasons", tampered)
+    card = json.loads(card_path(model_path).read_text())
+
+    served = OnnxEngine(conversion.to_served_onnx_bytes(SklearnEngine(forest), card))
+
+    assert served.explanation == "tree-path"
+    assert not served.has_leaf_table
+    assert "without its leaf table" in caplog.text
 
 
 def test_a_reasons_graph_without_its_baseline_is_refused(model_path: Path) -> None:
@@ -389,7 +505,7 @@ def scale_weights(
 
     def tampered(model_bytes: bytes, decomposition: Any) -> bytes:
         model = onnx.load_model_from_string(with_reasons(model_bytes, decomposition))
-        regressor = model.graph.node[-1]
+        (regressor,) = [n for n in model.graph.node if list(n.output) == [REASONS_OUTPUT]]
         attribute = next(a for a in regressor.attribute if a.name == "target_weights")
         selected = targets(
             np.asarray(next(a for a in regressor.attribute if a.name == "target_ids").ints)
