@@ -98,7 +98,9 @@ def explained_graph(reference: SklearnEngine, onnx_bytes: bytes, probe: np.ndarr
     additivity = reference.decomposition.baseline + contributions.sum(axis=1) - 100 * probability
     if np.abs(additivity).max() > REASONS_TOLERANCE:
         raise ReasonsUnavailable("the reasons graph's contributions do not add up to the score")
-    if served.has_leaf_table and not np.array_equal(served.reasons_by_leaf_table(probe), reasons):
+    if not served.has_leaf_table or not np.array_equal(
+        served.reasons_by_leaf_table(probe), reasons
+    ):
         # The regressor is right, and serves alone: batches are explained a little slower.
         log.warning("ONNX graph without its leaf table: its sums differ from the regressor's")
         return with_reasons(onnx_bytes, reference.decomposition, leaf_table=False)

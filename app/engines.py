@@ -1,5 +1,6 @@
 """Inference backends behind one small interface: scikit-learn (the reference) and ONNX Runtime."""
 
+import logging
 from typing import Any, Protocol
 
 import numpy as np
@@ -15,6 +16,8 @@ from app.contributions import (
     split,
 )
 from app.features import N_FEATURES
+
+log = logging.getLogger("app.engines")
 
 
 class ModelLoadError(Exception):
@@ -79,6 +82,7 @@ class SklearnEngine:
 # From this many rows, the leaf table's sparse product explains faster than the regressor; below
 # it, the product's fixed cost (~50 µs) is more than the regressor's weights.
 LEAF_TABLE_MIN_ROWS = 64
+LEAF_TABLE_CHECK_ROWS = 256
 
 
 class OnnxEngine:
@@ -120,6 +124,10 @@ class OnnxEngine:
             self._leaf_table = self._constant(_session(graphs.leaf_table), LEAF_TABLE_OUTPUT)
             if self._leaf_table.ndim != 2 or self._leaf_table.shape[1] != REASONS_TARGETS:
                 raise ModelLoadError(f"the ONNX leaf table is not ({REASONS_TARGETS},) per leaf")
+            if not self._leaf_table_agrees():
+                # Checked at conversion already; an .onnx from elsewhere is checked here too.
+                log.warning("ONNX leaf table left out: its sums differ from the regressor's")
+                self._leaf_session = self._leaf_table = None
         self.explanation = graphs.explanation
         self.baseline = graphs.baseline
 
@@ -156,16 +164,28 @@ class OnnxEngine:
 
         (leaves,) = self._leaf_session.run([LEAVES_OUTPUT], {self._input_name: matrix})
         rows, trees = leaves.shape
+        columns = leaves.astype(np.int64).ravel()
+        if columns.size and not 0 <= columns.min() <= columns.max() < len(self._leaf_table):
+            return self.reasons_by_regressor(matrix)  # a graph not built here: never a 500
         # A row's leaves are its non-zeros, in ascending columns: CSR sums them in that order.
         paths = csr_array(
             (
                 np.ones(rows * trees, dtype=np.float32),
-                leaves.astype(np.int64).ravel(),
+                columns,
                 np.arange(0, rows * trees + 1, trees),
             ),
             shape=(rows, len(self._leaf_table)),
         )
         return np.asarray(paths @ self._leaf_table)
+
+    def _leaf_table_agrees(self) -> bool:
+        """The leaf table's sums are the regressor's, bit for bit, on rows of every scale."""
+        rng = np.random.default_rng(20261203)
+        spread = 10.0 ** rng.uniform(-1, 5, (LEAF_TABLE_CHECK_ROWS, 1))
+        rows = (rng.standard_normal((LEAF_TABLE_CHECK_ROWS, N_FEATURES)) * spread).astype(
+            np.float32
+        )
+        return np.array_equal(self.reasons_by_leaf_table(rows), self.reasons_by_regressor(rows))
 
     def _constant(self, session: Any, output: str) -> np.ndarray:
         """A graph's constant output (it takes no data: an empty batch is fed for the input)."""

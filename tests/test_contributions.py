@@ -434,18 +434,9 @@ def test_a_leaf_table_that_differs_from_the_regressor_is_left_out(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """One ulp off in one column: within every tolerance, but not the regressor's bits."""
-
     def tampered(model_bytes: bytes, decomposition: Any, *, leaf_table: bool = True) -> bytes:
         built = with_reasons(model_bytes, decomposition, leaf_table=leaf_table)
-        if not leaf_table:
-            return built
-        model = onnx.load_model_from_string(built)
-        (constant,) = [n for n in model.graph.node if list(n.output) == [LEAF_TABLE_OUTPUT]]
-        table = numpy_helper.to_array(constant.attribute[0].t).copy()
-        table[:, 0] = np.nextafter(table[:, 0], np.float32(np.inf))
-        constant.attribute[0].t.CopyFrom(numpy_helper.from_array(table, LEAF_TABLE_OUTPUT))
-        return bytes(model.SerializeToString())
+        return one_ulp_off_leaf_table(built) if leaf_table else built
 
     monkeypatch.setattr(conversion, "with_reasons", tampered)
     card = json.loads(card_path(model_path).read_text())
@@ -455,6 +446,53 @@ def test_a_leaf_table_that_differs_from_the_regressor_is_left_out(
     assert served.explanation == "tree-path"
     assert not served.has_leaf_table
     assert "without its leaf table" in caplog.text
+
+
+def one_ulp_off_leaf_table(built: bytes) -> bytes:
+    """The graph with its leaf table's first column one float32 step up: within every
+    tolerance, but not the regressor's bits."""
+    model = onnx.load_model_from_string(built)
+    (constant,) = [n for n in model.graph.node if list(n.output) == [LEAF_TABLE_OUTPUT]]
+    table = numpy_helper.to_array(constant.attribute[0].t).copy()
+    table[:, 0] = np.nextafter(table[:, 0], np.float32(np.inf))
+    constant.attribute[0].t.CopyFrom(numpy_helper.from_array(table, LEAF_TABLE_OUTPUT))
+    return bytes(model.SerializeToString())
+
+
+def test_an_onnx_whose_leaf_table_differs_is_served_without_it(
+    model_path: Path,
+    engines: dict[str, Engine],
+    holdout: np.ndarray,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An .onnx served as it is (not converted here) is checked when it is loaded too."""
+    graph = one_ulp_off_leaf_table(model_path.with_suffix(".onnx").read_bytes())
+
+    served = OnnxEngine(graph)
+
+    assert not served.has_leaf_table
+    assert "ONNX leaf table left out" in caplog.text
+    for got, expected in zip(
+        served.explain(holdout), engines["onnx"].explain(holdout), strict=True
+    ):
+        assert np.array_equal(got, expected)
+
+
+def test_leaf_indices_outside_the_table_fall_back_to_the_regressor(
+    model_path: Path, holdout: np.ndarray
+) -> None:
+    """Whatever a foreign graph's leaf regressor answers, an explained batch is never a 500."""
+    engine = OnnxEngine(model_path.with_suffix(".onnx").read_bytes())
+    assert engine.has_leaf_table
+    expected = engine.reasons_by_regressor(holdout)
+
+    class OutOfRange:
+        def run(self, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            (matrix,) = feeds.values()
+            return [np.full((len(matrix), 100), 1e9, dtype=np.float32)]
+
+    engine._leaf_session = OutOfRange()
+    assert np.array_equal(engine.reasons_by_leaf_table(holdout), expected)
 
 
 def test_a_reasons_graph_without_its_baseline_is_refused(model_path: Path) -> None:
