@@ -210,8 +210,10 @@ def test_clients_posting_at_sigterm_lose_no_request(
             if sock is None:
                 try:
                     sock = socket.create_connection(address(server), timeout=30)
-                except ConnectionRefusedError:
-                    return  # the service has stopped accepting: this client is done
+                except (ConnectionRefusedError, ConnectionResetError):
+                    # Refused, or reset by a listening socket closing under the handshake: no
+                    # byte was sent, the service has stopped accepting, this client is done.
+                    return
             try:
                 sock.sendall(request)
                 response = read_response(sock)
