@@ -85,12 +85,12 @@ def explained_graph(reference: SklearnEngine, onnx_bytes: bytes, probe: np.ndarr
         served = OnnxEngine(augmented)
     except ModelLoadError as error:
         raise ReasonsUnavailable(str(error)) from None
-    singles = [probe[i : i + 1] for i in range(min(SINGLE_ROW_PROBES, len(probe)))]
-    for rows in (probe, *singles):
-        probability = served.reasons_by_regressor(rows)[:, N_FEATURES].astype(np.float64)
-        if not np.array_equal(probability, served.fraud_probability(rows)):
-            raise ReasonsUnavailable("the reasons graph's P(fraud) differs from the classifier's")
     reasons = served.reasons_by_regressor(probe)
+    singles = [probe[i : i + 1] for i in range(min(SINGLE_ROW_PROBES, len(probe)))]
+    explained = [(probe, reasons), *((row, served.reasons_by_regressor(row)) for row in singles)]
+    for rows, of_rows in explained:
+        if not np.array_equal(of_rows[:, N_FEATURES], served.fraud_probability(rows)):
+            raise ReasonsUnavailable("the reasons graph's P(fraud) differs from the classifier's")
     probability = reasons[:, N_FEATURES].astype(np.float64)
     contributions = reasons[:, :N_FEATURES].astype(np.float64)
     if np.abs(contributions - reference.explain(probe)[1]).max() > REASONS_TOLERANCE:

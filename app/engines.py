@@ -118,8 +118,10 @@ class OnnxEngine:
                 raise ModelLoadError(f"the ONNX explain graph does not output {REASONS_OUTPUT}")
         self._leaf_session, self._leaf_table = None, None
         if self._explain_session is not None and graphs.leaves and graphs.leaf_table:
-            import scipy.sparse  # noqa: F401  # now, not in the first explained batch (~0.3 s)
+            # Imported now, not in the first explained batch (~0.3 s), and only with a table.
+            from scipy.sparse import csr_array
 
+            self._csr_array = csr_array
             self._leaf_session = _session(graphs.leaves)
             self._leaf_table = self._constant(_session(graphs.leaf_table), LEAF_TABLE_OUTPUT)
             if self._leaf_table.ndim != 2 or self._leaf_table.shape[1] != REASONS_TARGETS:
@@ -160,15 +162,13 @@ class OnnxEngine:
         """The same (n, 31) from each row's leaves: the sum of their rows of the leaf table."""
         if self._leaf_session is None or self._leaf_table is None:
             raise NotExplainable
-        from scipy.sparse import csr_array
-
         (leaves,) = self._leaf_session.run([LEAVES_OUTPUT], {self._input_name: matrix})
         rows, trees = leaves.shape
         columns = leaves.astype(np.int64).ravel()
         if columns.size and not 0 <= columns.min() <= columns.max() < len(self._leaf_table):
             return self.reasons_by_regressor(matrix)  # a graph not built here: never a 500
         # A row's leaves are its non-zeros, in ascending columns: CSR sums them in that order.
-        paths = csr_array(
+        paths = self._csr_array(
             (
                 np.ones(rows * trees, dtype=np.float32),
                 columns,

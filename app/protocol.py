@@ -172,12 +172,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_bytes += len(name) + len(value) + 4  # ": " and CRLF
-        if name.lower() == _TRANSFER_ENCODING and _codings_beyond_chunked(value):
+        lowered = name.lower()
+        if lowered == _TRANSFER_ENCODING and _codings_beyond_chunked(value):
             # httptools reads `gzip, chunked` as chunked alone: the body would be taken for
             # what it is not. RFC 9112 §6.1: 501 for a coding the server does not know.
             self._parse_refusal = (501, _UNKNOWN_CODING)
             raise _RefusedInParser
-        if name.lower() == _HOST:
+        if lowered == _HOST:
             self._hosts += 1
         super().on_header(name, value)
 
