@@ -273,13 +273,15 @@ def test_a_batch_with_nothing_found_is_still_200(by_id_client: TestClient) -> No
 
 
 def test_explained_batch_explains_scored_results_only(by_id_client: TestClient) -> None:
-    response = post(
-        by_id_client, BY_ID_BATCH, {"transaction_ids": ["txn-4", "nope"]}, explain="true"
-    )
-    scored, missing = response.json()["results"]
-    assert len(scored["reasons"]) == 3
-    assert "baseline" in scored
-    assert missing == {"transaction-id": "nope", "status": "not_found"}
+    ids = ["txn-4", "nope", "txn-11", "txn-4", "txn-30"]
+    params = {"explain": "true", "max_reasons": "5"}
+    response = post(by_id_client, BY_ID_BATCH, {"transaction_ids": ids}, **params)
+    results = response.json()["results"]
+    assert results[1] == {"transaction-id": "nope", "status": "not_found"}
+    for result in (results[0], *results[2:]):
+        assert len(result["reasons"]) == 5
+        single = post(by_id_client, BY_ID, {"transaction_id": result["transaction-id"]}, **params)
+        assert result == {**single.json(), "status": "scored"}
 
 
 def test_a_meta_record_of_other_features_refuses_by_id_but_not_raw_scoring(

@@ -1,8 +1,8 @@
 """POST /v1/fraud-score/by-id and /by-id/batch: score the features the online store holds."""
 
 from collections.abc import Sequence
-from typing import Any
 
+import orjson
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 from starlette.responses import Response
@@ -16,25 +16,26 @@ from app.api.deps import (
     read_body,
 )
 from app.api.inference import Explain, require_explainable, score
-from app.api.results import result_dicts
+from app.api.results import result_dicts, result_objects
 from app.api.scoring import SINGLE_BODY_LIMIT, json_body, service_errors
 from app.config import Settings
 from app.errors import (
+    JSON,
     FeatureStoreNotConfigured,
     FeatureStoreUnavailable,
     InvalidFeatureRecord,
     UnknownTransaction,
     json_response,
 )
+from app.featurestore.online import FOUND, Fetched, OnlineStore
 from app.featurestore.online import FeatureStoreUnavailable as StoreDown
-from app.featurestore.online import Fetched, OnlineStore
 from app.model import Scorer
 from app.parsing import require_json, strict
 from app.schemas import ByIdBatchResponse, ByIdRequest, ByIdResponse, by_id_batch_request_model
 
 # An id is at most 128 characters: 160 bytes a quoted id, with separators.
 BYTES_PER_ID = 160
-_NOT_SCORED = {"not_found": "not_found", "invalid": "invalid_record"}
+_NOT_SCORED = {"not_found": b'"not_found"', "invalid": b'"invalid_record"'}
 
 
 def online_store(request: Request) -> OnlineStore:
@@ -54,14 +55,34 @@ async def _fetch(store: OnlineStore, ids: Sequence[str]) -> Fetched:
         ) from None
 
 
-async def _scored(
-    request: Request, scorer: Scorer, fetched: Fetched, explain: Explain, *, batch: bool
-) -> list[dict[str, Any]]:
-    """The found records' results, in request order (none found: nothing to score)."""
+async def _scored_objects(
+    request: Request, scorer: Scorer, fetched: Fetched, explain: Explain
+) -> list[bytes]:
+    """The found records' result objects, in request order (none found: nothing to score)."""
     if not len(fetched.matrix):
         return []
-    scores = await score(request, scorer, fetched.matrix, explain, batch=batch)
-    return result_dicts(scores, explain)
+    scores = await score(request, scorer, fetched.matrix, explain, batch=True)
+    return result_objects(scores, explain)
+
+
+def batch_body(
+    ids: Sequence[str], statuses: Sequence[str], scored: list[bytes], model_version: str
+) -> bytes:
+    """The by-id batch answer: per id, in request order, its status, and when it was found its
+    result (the next of `scored`, the found ids' result objects in order) and the model version."""
+    version = orjson.dumps(model_version)
+    results = iter(scored)
+    joined = b",".join(
+        [
+            b'{"transaction-id":%b,"status":"scored",%b,"model-version":%b}'
+            % (orjson.dumps(transaction_id), next(results)[1:-1], version)
+            if status == FOUND
+            else b'{"transaction-id":%b,"status":%b}'
+            % (orjson.dumps(transaction_id), _NOT_SCORED[status])
+            for transaction_id, status in zip(ids, statuses, strict=True)
+        ]
+    )
+    return b'{"model-version":%b,"results":[%b]}' % (version, joined)
 
 
 def build_router(settings: Settings) -> APIRouter:
@@ -97,7 +118,8 @@ def build_router(settings: Settings) -> APIRouter:
             raise UnknownTransaction
         if status == "invalid":
             raise InvalidFeatureRecord
-        (result,) = await _scored(request, scorer, fetched, explain, batch=False)
+        scores = await score(request, scorer, fetched.matrix, explain, batch=False)
+        (result,) = result_dicts(scores, explain)
         return json_response(
             {"transaction-id": transaction_id, **result, "model-version": scorer.version}
         )
@@ -119,22 +141,10 @@ def build_router(settings: Settings) -> APIRouter:
         scorer = current_scorer(request)
         require_explainable(scorer, explain)
         fetched = await _fetch(store, ids)
-        scored = iter(await _scored(request, scorer, fetched, explain, batch=True))
-        version = scorer.version
-        results = [
-            {
-                "transaction-id": transaction_id,
-                "status": "scored",
-                **next(scored),
-                "model-version": version,
-            }
-            if status == "found"
-            else {"transaction-id": transaction_id, "status": _NOT_SCORED[status]}
-            for transaction_id, status in zip(ids, fetched.statuses, strict=True)
-        ]
+        scored = await _scored_objects(request, scorer, fetched, explain)
         metrics.BATCH_SIZE.observe(len(ids))
         request.state.transactions = len(ids)
-        return json_response({"model-version": version, "results": results})
+        return Response(batch_body(ids, fetched.statuses, scored, scorer.version), media_type=JSON)
 
     return router
 
