@@ -65,6 +65,14 @@ class Settings(BaseSettings):
     )
     feature_store_timeout_ms: int = Field(50, ge=1, le=60_000)
 
+    @field_validator("fraud_threshold", "max_batch_size", "feature_store_timeout_ms", mode="before")
+    @classmethod
+    def _no_digit_separators(cls, value: object) -> object:
+        # Python's number syntax reads "1_0" as 10: a typo of 1.0 would serve with threshold 10.
+        if isinstance(value, str) and "_" in value:
+            raise ValueError("must be a plain number, without '_' between digits")
+        return value
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_comma_separated(cls, value: object) -> object:

@@ -67,7 +67,7 @@ def test_missing_api_key_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     assert refusal(monkeypatch) == "configuration error: API_KEY is required"
 
 
-@pytest.mark.parametrize("threshold", ["-1", "100.5", "150", "abc", "nan", "inf", ""])
+@pytest.mark.parametrize("threshold", ["-1", "100.5", "150", "abc", "nan", "inf", "", "1_0"])
 def test_threshold_outside_0_to_100_is_refused(
     monkeypatch: pytest.MonkeyPatch, threshold: str
 ) -> None:
@@ -120,6 +120,8 @@ def test_placeholder_is_the_one_in_env_example() -> None:
         ("MODEL_ENGINE", "tensorflow"),
         ("MAX_BATCH_SIZE", "0"),
         ("MAX_BATCH_SIZE", "many"),
+        ("MAX_BATCH_SIZE", "1_000"),
+        ("FEATURE_STORE_TIMEOUT_MS", "5_0"),
         ("MODEL_SHA256", "abc123"),
         ("RATE_LIMIT", "lots"),
         ("RATE_LIMIT", "0/minute"),  # every request a 429, forever
