@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from app.api.inference import Explain
-from app.api.results import batch_body, reasons_of, result_dicts, top_reasons
+from app.api.results import batch_body, reasons_of, result_dicts, result_objects, top_reasons
 from app.features import FEATURE_NAMES
 from app.model import Scores, load_model
 from app.synthetic import generate
@@ -34,6 +34,15 @@ def test_explained_batch_bytes_equal_orjson_of_the_dicts(
     explain = Explain(True, max_reasons)
     expected = orjson.dumps({"model-version": "v-1", "results": result_dicts(explained, explain)})
     assert batch_body(explained, "v-1", explain) == expected
+
+
+@pytest.mark.parametrize(
+    "explain", [Explain(), Explain(True, 1), Explain(True, 3), Explain(True, 30)]
+)
+def test_each_result_object_is_orjson_of_its_dict(explained: Scores, explain: Explain) -> None:
+    """What the by-id batch places between an id and the model version, row by row."""
+    objects = result_objects(explained, explain)
+    assert objects == [orjson.dumps(result) for result in result_dicts(explained, explain)]
 
 
 def test_plain_batch_bytes_equal_orjson_of_the_dicts(model_path: Path) -> None:
