@@ -27,7 +27,7 @@ from app.errors import (
     UnknownTransaction,
     json_response,
 )
-from app.featurestore.online import FOUND, Fetched, OnlineStore
+from app.featurestore.online import FOUND, INVALID, NOT_FOUND, Fetched, OnlineStore
 from app.featurestore.online import FeatureStoreUnavailable as StoreDown
 from app.model import Scorer
 from app.parsing import require_json, strict
@@ -35,7 +35,7 @@ from app.schemas import ByIdBatchResponse, ByIdRequest, ByIdResponse, by_id_batc
 
 # An id is at most 128 characters: 160 bytes a quoted id, with separators.
 BYTES_PER_ID = 160
-_NOT_SCORED = {"not_found": b'"not_found"', "invalid": b'"invalid_record"'}
+_NOT_SCORED = {NOT_FOUND: b'"not_found"', INVALID: b'"invalid_record"'}  # the answer's status
 
 
 def online_store(request: Request) -> OnlineStore:
@@ -65,7 +65,7 @@ async def _scored_objects(
     return result_objects(scores, explain)
 
 
-def batch_body(
+def by_id_batch_body(
     ids: Sequence[str], statuses: Sequence[str], scored: list[bytes], model_version: str
 ) -> bytes:
     """The by-id batch answer: per id, in request order, its status, and when it was found its
@@ -114,9 +114,9 @@ def build_router(settings: Settings) -> APIRouter:
         require_explainable(scorer, explain)  # before the lookup: Redis down or not, it is a 422
         fetched = await _fetch(store, [transaction_id])
         status = fetched.statuses[0]
-        if status == "not_found":
+        if status == NOT_FOUND:
             raise UnknownTransaction
-        if status == "invalid":
+        if status == INVALID:
             raise InvalidFeatureRecord
         scores = await score(request, scorer, fetched.matrix, explain, batch=False)
         (result,) = result_dicts(scores, explain)
@@ -144,7 +144,8 @@ def build_router(settings: Settings) -> APIRouter:
         scored = await _scored_objects(request, scorer, fetched, explain)
         metrics.BATCH_SIZE.observe(len(ids))
         request.state.transactions = len(ids)
-        return Response(batch_body(ids, fetched.statuses, scored, scorer.version), media_type=JSON)
+        body = by_id_batch_body(ids, fetched.statuses, scored, scorer.version)
+        return Response(body, media_type=JSON)
 
     return router
 
